@@ -1,0 +1,20 @@
+"""shardwise: distributed training and distributed optimization on top of PyTorch.
+
+The public names of API.md; see README.md for the tour.
+"""
+
+from .comm import comm_stats, reset_comm_stats
+from .ddp import DDP, NaiveDDP
+from .errors import ConfigError, ShardwiseError, WorkerError
+from .runtime import init, launch, rank, world_size
+from .strategy.registry import strategy_names
+from .strategy.state import full_state_dict, model_state_bytes
+from .strategy.wrap import wrap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DDP", "NaiveDDP", "ConfigError", "ShardwiseError", "WorkerError",
+    "comm_stats", "reset_comm_stats", "full_state_dict", "model_state_bytes",
+    "init", "launch", "rank", "world_size", "strategy_names", "wrap",
+]

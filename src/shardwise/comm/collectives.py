@@ -1,0 +1,92 @@
+"""The one communication layer: every collective shardwise issues goes through here.
+
+Stateless functions: the process group and the tensors are explicit arguments; each call is
+counted in `stats.PROCESS_STATS`. On a group of one rank nothing is sent and a completed handle
+is returned, so strategies need no special case for N = 1.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import torch
+import torch.distributed as dist
+
+from .stats import PROCESS_STATS
+
+
+class Done:
+    """The handle of a collective that needed no communication."""
+
+    def wait(self) -> bool:
+        return True
+
+    def is_completed(self) -> bool:
+        return True
+
+
+def group_size(group=None) -> int:
+    return dist.get_world_size(group)
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def all_reduce(tensor: torch.Tensor, group=None, async_op: bool = False):
+    """Sum `tensor` in place over the group."""
+    n = group_size(group)
+    PROCESS_STATS.record("all_reduce", _nbytes(tensor), n)
+    if n == 1:
+        return Done() if async_op else None
+    return dist.all_reduce(tensor, group=group, async_op=async_op)
+
+
+def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, async_op: bool = False):
+    """Sum `full_input` over the group; rank r receives slice r into `output` (1/N of it)."""
+    n = group_size(group)
+    PROCESS_STATS.record("reduce_scatter", _nbytes(full_input), n)
+    if n == 1:
+        output.copy_(full_input)
+        return Done() if async_op else None
+    return dist.reduce_scatter_single(output, full_input, group=group, async_op=async_op)
+
+
+def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async_op: bool = False):
+    """Concatenate every rank's `shard` into `full_output`, in rank order."""
+    n = group_size(group)
+    PROCESS_STATS.record("all_gather", _nbytes(full_output), n)
+    if n == 1:
+        full_output.copy_(shard)
+        return Done() if async_op else None
+    return dist.all_gather_single(full_output, shard, group=group, async_op=async_op)
+
+
+def broadcast(tensor: torch.Tensor, src: int = 0, group=None, async_op: bool = False):
+    """Overwrite `tensor` on every rank with rank `src`'s (global rank)."""
+    n = group_size(group)
+    PROCESS_STATS.record("broadcast", _nbytes(tensor), n)
+    if n == 1:
+        return Done() if async_op else None
+    return dist.broadcast(tensor, src=src, group=group, async_op=async_op)
+
+
+def send(tensor: torch.Tensor, dst: int, group=None, tag: int = 0) -> None:
+    PROCESS_STATS.record("send", _nbytes(tensor), group_size(group))
+    dist.send(tensor, dst=dst, group=group, tag=tag)
+
+
+def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0) -> int:
+    PROCESS_STATS.record("recv", _nbytes(tensor), group_size(group))
+    return dist.recv(tensor, src=src, group=group, tag=tag)
+
+
+def all_gather_object(obj, group=None) -> list:
+    """Every rank's picklable `obj`, in rank order (for set-up checks, not the hot path)."""
+    n = group_size(group)
+    PROCESS_STATS.record("all_gather", len(pickle.dumps(obj)) * n, n)
+    if n == 1:
+        return [obj]
+    gathered = [None] * n
+    dist.all_gather_object(gathered, obj, group=group)
+    return gathered

@@ -1,0 +1,40 @@
+"""Strategy objects for data parallelism: the tuning knobs, and how they wrap a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DDP:
+    """Data parallel with bucketed all-reduce overlapped with backward."""
+
+    bucket_mb: float = 25
+    """Cap on a gradient bucket's size in MiB; a larger bucket means fewer, larger all-reduces."""
+    first_bucket_mb: float = 1
+    """Cap on the first bucket (the last layers' gradients), so communication starts early."""
+
+    name = "ddp"
+
+    def __post_init__(self):
+        if not self.bucket_mb > 0 or not self.first_bucket_mb > 0:
+            raise ConfigError(f"bucket sizes must be positive, got bucket_mb={self.bucket_mb}, first_bucket_mb={self.first_bucket_mb}")
+
+    def wrap(self, module, optimizer, group=None):
+        from .data_parallel import DataParallel
+
+        return DataParallel(module, self.bucket_mb, self.first_bucket_mb, group), optimizer
+
+
+@dataclass(frozen=True)
+class NaiveDDP:
+    """Data parallel with one blocking all-reduce per parameter: the readable reference."""
+
+    name = "ddp-naive"
+
+    def wrap(self, module, optimizer, group=None):
+        from .naive import NaiveDataParallel
+
+        return NaiveDataParallel(module, group), optimizer

@@ -1,0 +1,1 @@
+"""Flat buffers and the pure math of laying parameters out in them."""

@@ -1,0 +1,170 @@
+"""`launch`: run a function on N fresh local ranks and return what each returned.
+
+[Note: failure reporting]
+When a rank fails, its peers usually fail a moment later inside a collective ("connection
+closed by peer"). Those are consequences, not causes. The launcher waits a short grace period
+after the first failure, then reports the root cause: an exception that is not a communication
+error, or a rank that died without a word (killed, out of memory), before any collateral error.
+Every rank is then stopped, so `launch` never leaves a process behind and never hangs past
+`timeout_s`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import time
+import traceback
+
+from ..errors import WorkerError
+from . import env, procs
+
+_GRACE_S = 2.0
+_COLLATERAL_TYPES = {"DistBackendError", "DistNetworkError", "DistError", "DistStoreError"}
+_COLLATERAL_TEXT = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+class RemoteTraceback(Exception):
+    """Carries a rank's traceback text so it prints under the WorkerError that reports it."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout_s: float = 300):
+    """Run `fn(*args)` in `nproc` spawned processes, each with an initialised process group.
+
+    Returns the per-rank return values in rank order. If any rank fails or the job outlives
+    `timeout_s`, raises WorkerError naming the rank (see [Note: failure reporting]).
+    """
+    if int(nproc) < 1:
+        raise ValueError(f"nproc must be at least 1, got {nproc}")
+    ctx = mp.get_context("spawn")
+    results_queue = ctx.Queue()
+    store, port = procs.rendezvous_store(nproc)
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    workers = []
+    try:
+        for rank in range(nproc):
+            rank_env = procs.rank_environment(rank, nproc, port)
+            p = ctx.Process(
+                target=_rank_main,
+                args=(fn, args, rank, rank_env, backend, threads, timeout_s, results_queue),
+                name=f"shardwise-rank-{rank}",
+            )
+            p.start()
+            workers.append(p)
+        return _collect(workers, results_queue, timeout_s)
+    finally:
+        procs.stop_all(workers)
+        results_queue.close()
+        del store
+
+
+def _collect(workers, results_queue, timeout_s: float) -> list:
+    nproc = len(workers)
+    results: dict[int, object] = {}
+    failures: list[tuple[float, int, str, str, str, object]] = []
+    deadline = time.monotonic() + timeout_s
+    first_failure_at = None
+    while len(results) < nproc:
+        now = time.monotonic()
+        if first_failure_at is not None and now - first_failure_at > _GRACE_S:
+            break
+        if now > deadline:
+            running = [r for r in range(nproc) if r not in results]
+            raise WorkerError(f"timed out after {timeout_s:g}s; ranks still running: {running}")
+        try:
+            rank, kind, payload = results_queue.get(timeout=0.05)
+        except queue.Empty:
+            for rank, p in enumerate(workers):
+                if rank in results or p.is_alive() or any(f[1] == rank for f in failures):
+                    continue
+                # A rank may have exited right after queueing its message: drain before blaming.
+                time.sleep(0.2)
+                if not results_queue.empty():
+                    break
+                failures.append((time.monotonic(), rank, "died", _exit_description(p.exitcode), "", None))
+                first_failure_at = first_failure_at or time.monotonic()
+            continue
+        if kind == "ok":
+            results[rank] = pickle.loads(payload)
+        else:
+            type_name, message, tb_text, original = payload
+            failures.append((time.monotonic(), rank, type_name, message, tb_text, original))
+            first_failure_at = first_failure_at or time.monotonic()
+    if not failures:
+        return [results[r] for r in range(nproc)]
+    _, rank, type_name, message, tb_text, original = _root_cause(failures)
+    if type_name == "died":
+        error = WorkerError(f"rank {rank} died ({message})")
+    else:
+        error = WorkerError(f"rank {rank} failed: {type_name}: {message}")
+    error.rank = rank
+    error.original = _unpickle_or_none(original)
+    raise error from (RemoteTraceback(tb_text) if tb_text else None)
+
+
+def _root_cause(failures):
+    """The first failure that is not a consequence of another rank's failure."""
+    def collateral(f) -> bool:
+        _, _, type_name, message, _, _ = f
+        return type_name in _COLLATERAL_TYPES or any(t in message for t in _COLLATERAL_TEXT)
+
+    causes = [f for f in failures if not collateral(f)]
+    return min(causes or failures, key=lambda f: f[0])
+
+
+def _exit_description(exitcode) -> str:
+    if exitcode is not None and exitcode < 0:
+        import signal
+
+        return f"killed by signal {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode} without reporting a result"
+
+
+def _unpickle_or_none(blob):
+    if blob is None:
+        return None
+    try:
+        return pickle.loads(blob)
+    except Exception:
+        return None
+
+
+def _rank_main(fn, args, rank, rank_env, backend, threads, timeout_s, results_queue) -> None:
+    """Entry point of one spawned rank."""
+    import torch
+
+    procs.die_with_parent()
+    os.environ.update(rank_env)
+    os.environ.setdefault(env.TIMEOUT_ENV, str(timeout_s))
+    torch.set_num_threads(threads)
+    try:
+        env.init(backend)
+        result = fn(*args)
+        results_queue.put((rank, "ok", pickle.dumps(result)))
+    except BaseException as exc:  # report everything, KeyboardInterrupt included
+        try:
+            original = pickle.dumps(exc)
+        except Exception:
+            original = None
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        payload = (type(exc).__name__, message, traceback.format_exc(), original)
+        results_queue.put((rank, "error", payload))
+    finally:
+        results_queue.close()
+        results_queue.join_thread()
+        _destroy_group()
+
+
+def _destroy_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass

@@ -1,0 +1,1 @@
+"""The strategy-independent layer: `wrap`, strategy names, model state."""
