@@ -90,3 +90,9 @@ def all_gather_object(obj, group=None) -> list:
     gathered = [None] * n
     dist.all_gather_object(gathered, obj, group=group)
     return gathered
+
+
+def barrier(group=None) -> None:
+    """Wait until every rank of the group arrives (no payload, counted as nothing)."""
+    if group_size(group) > 1:
+        dist.barrier(group=group)

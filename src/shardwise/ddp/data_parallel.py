@@ -31,6 +31,8 @@ MB = 1024 * 1024
 class DataParallel(nn.Module):
     """Wraps a module; gradients are averaged over `group` during backward."""
 
+    strategy_name = "ddp"
+
     def __init__(self, module: nn.Module, bucket_mb: float = 25, first_bucket_mb: float = 1, group=None):
         super().__init__()
         self.module = module

@@ -18,6 +18,8 @@ from ..strategy.prepare import unique_parameters
 
 
 class NaiveDataParallel(nn.Module):
+
+    strategy_name = "ddp-naive"
     def __init__(self, module: nn.Module, group=None):
         super().__init__()
         self.module = module

@@ -7,6 +7,7 @@ strategy runs unchanged in a plain `python script.py`.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 
@@ -31,9 +32,14 @@ def collective_timeout_s() -> float:
 
 
 def init(backend: str | None = None) -> None:
-    """Initialise the default process group from the environment; a no-op if already done."""
+    """Initialise the default process group from the environment; a no-op if already done.
+
+    The group is destroyed at interpreter exit: a gloo group left alive then aborts the process
+    ("terminate called without an active exception"), which launchers report as a crash.
+    """
     if dist.is_initialized():
         return
+    atexit.register(shutdown)
     backend = backend or os.environ.get("SHARDWISE_BACKEND") or default_backend()
     timeout = datetime.timedelta(seconds=collective_timeout_s())
     if "WORLD_SIZE" not in os.environ or "MASTER_PORT" not in os.environ:
@@ -42,6 +48,15 @@ def init(backend: str | None = None) -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, init_method="env://", timeout=timeout)
+
+
+def shutdown() -> None:
+    """Destroy the default process group if there is one (idempotent)."""
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass
 
 
 def rank() -> int:

@@ -33,11 +33,14 @@ class RemoteTraceback(Exception):
         return self.args[0]
 
 
-def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout_s: float = 300):
+def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout_s: float | None = 300,
+           collective_timeout_s: float | None = None):
     """Run `fn(*args)` in `nproc` spawned processes, each with an initialised process group.
 
     Returns the per-rank return values in rank order. If any rank fails or the job outlives
-    `timeout_s`, raises WorkerError naming the rank (see [Note: failure reporting]).
+    `timeout_s` (None: no limit), raises WorkerError naming the rank (see [Note: failure
+    reporting]). A collective waits at most `collective_timeout_s` for its peers (default:
+    `timeout_s`, or SHARDWISE_TIMEOUT_S).
     """
     if int(nproc) < 1:
         raise ValueError(f"nproc must be at least 1, got {nproc}")
@@ -51,7 +54,7 @@ def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout
             rank_env = procs.rank_environment(rank, nproc, port)
             p = ctx.Process(
                 target=_rank_main,
-                args=(fn, args, rank, rank_env, backend, threads, timeout_s, results_queue),
+                args=(fn, args, rank, rank_env, backend, threads, collective_timeout_s or timeout_s, results_queue),
                 name=f"shardwise-rank-{rank}",
             )
             p.start()
@@ -67,7 +70,7 @@ def _collect(workers, results_queue, timeout_s: float) -> list:
     nproc = len(workers)
     results: dict[int, object] = {}
     failures: list[tuple[float, int, str, str, str, object]] = []
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
     first_failure_at = None
     while len(results) < nproc:
         now = time.monotonic()
@@ -134,13 +137,14 @@ def _unpickle_or_none(blob):
         return None
 
 
-def _rank_main(fn, args, rank, rank_env, backend, threads, timeout_s, results_queue) -> None:
+def _rank_main(fn, args, rank, rank_env, backend, threads, collective_timeout_s, results_queue) -> None:
     """Entry point of one spawned rank."""
     import torch
 
     procs.die_with_parent()
     os.environ.update(rank_env)
-    os.environ.setdefault(env.TIMEOUT_ENV, str(timeout_s))
+    if collective_timeout_s is not None:
+        os.environ[env.TIMEOUT_ENV] = str(collective_timeout_s)
     torch.set_num_threads(threads)
     try:
         env.init(backend)
@@ -157,14 +161,4 @@ def _rank_main(fn, args, rank, rank_env, backend, threads, timeout_s, results_qu
     finally:
         results_queue.close()
         results_queue.join_thread()
-        _destroy_group()
-
-
-def _destroy_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        try:
-            dist.destroy_process_group()
-        except Exception:
-            pass
+        env.shutdown()

@@ -1,0 +1,40 @@
+"""Entry point of the `shardwise` command."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import ConfigError, WorkerError
+from . import run, sample, train
+from .parser import USER_ERROR, OneLineParser
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="shardwise", description="Distributed training and optimization on PyTorch.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for command in (train, sample, run):
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return USER_ERROR
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USER_ERROR
+    except WorkerError as exc:
+        original = getattr(exc, "original", None)
+        if isinstance(original, ConfigError):
+            print(f"error: {original}", file=sys.stderr)
+            return USER_ERROR
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,60 @@
+"""Settings of the built-in training job (`shardwise train`); the command line maps onto them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import ConfigError
+from ..models import GPTConfig
+
+
+@dataclass
+class TrainConfig:
+    """The built-in job: the small GPT on the standard-library corpus."""
+
+    strategy: str = "ddp"
+    """Strategy name (ddp, ddp-naive, ...)."""
+    nproc: int = 2
+    """Number of local ranks."""
+    steps: int = 400
+    """Optimizer steps."""
+    seed: int = 0
+    """Seed of the model's initialisation and of the data order."""
+    global_batch: int = 32
+    """Sequences per step over all ranks; must divide by nproc."""
+    lr: float = 3e-3
+    """Peak learning rate of AdamW (linear warm-up, then cosine decay to lr/10)."""
+    warmup_steps: int = 20
+    """Steps of linear learning-rate warm-up."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on matrices; biases, norms and embeddings' vectors get none."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
+    eval_every: int = 100
+    """Steps between validation-loss estimates (and at the end)."""
+    eval_batches: int = 8
+    """Validation batches per estimate, split over ranks."""
+    out_dir: str = "runs"
+    """Folder under which the run folder is made."""
+    run_dir: str | None = None
+    """Exact run folder; default: out_dir/<time>-<strategy>-n<nproc>."""
+    report: str | None = None
+    """Also write the JSON report here."""
+    progress: bool = True
+    """Show a live progress bar on rank 0."""
+    timeout_s: float = 600.0
+    """Seconds a collective may wait for its peers before the job fails instead of hanging."""
+    model: GPTConfig = field(default_factory=GPTConfig)
+    """The GPT's shape."""
+
+    def validate(self) -> None:
+        for name in ("nproc", "steps", "global_batch", "eval_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.global_batch % self.nproc:
+            raise ConfigError(f"global batch {self.global_batch} does not split evenly over {self.nproc} ranks")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

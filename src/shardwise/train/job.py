@@ -1,0 +1,32 @@
+"""The whole job from the launching process: check input, launch ranks, write the run folder."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..data import BatchSampler, load_corpus
+from ..runtime.launch import launch
+from ..strategy.registry import resolve_strategy
+from .config import TrainConfig
+from .loop import train_rank
+from .report import build_report, plot_losses, write_report
+
+
+def run_training(config: TrainConfig) -> tuple[dict, str]:
+    """Validate, train on `config.nproc` ranks, write report, plot and checkpoint; return (report, run_dir)."""
+    config.validate()
+    resolve_strategy(config.strategy)
+    corpus = load_corpus()  # built once here, so ranks find it cached
+    BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.nproc, config.seed)
+    if config.run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        config.run_dir = os.path.join(config.out_dir, f"{stamp}-{config.strategy}-n{config.nproc}")
+    os.makedirs(config.run_dir, exist_ok=True)
+    per_rank = launch(train_rank, config.nproc, args=(config,), timeout_s=None, collective_timeout_s=config.timeout_s)
+    report = build_report(config, per_rank)
+    write_report(report, os.path.join(config.run_dir, "report.json"))
+    if config.report:
+        write_report(report, config.report)
+    plot_losses(report, os.path.join(config.run_dir, "loss.png"))
+    return report, config.run_dir

@@ -1,0 +1,108 @@
+"""One rank's part of the built-in job: data slice, wrapped model, measured steps, evaluation."""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import time
+
+import torch
+
+from .. import comm
+from ..checkpoint import save_checkpoint
+from ..data import BatchSampler, load_corpus, random_eval_batches
+from ..models import GPT, lm_loss
+from ..runtime import env
+from ..strategy.state import model_state_bytes
+from ..strategy.wrap import wrap
+from .config import TrainConfig
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with decay on matrices only (biases, LayerNorm weights: none), nanoGPT's grouping."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak (pure)."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_rank(config: TrainConfig) -> dict:
+    """Train on this rank's slices; return this rank's measurements (rank 0 also evaluates)."""
+    rank, world = env.rank(), env.world_size()
+    corpus = load_corpus()
+    sampler = BatchSampler(corpus.train, config.model.block_size, config.global_batch, rank, world, config.seed)
+    torch.manual_seed(config.seed)
+    model = GPT(config.model)
+    model, optimizer = wrap(model, build_optimizer(model, config), strategy=config.strategy)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    bar = _progress_bar(config) if rank == 0 and config.progress else None
+    tokens_per_step = config.global_batch * config.model.block_size
+    losses, step_times, step_bytes, evals = [], [], [], []
+    for step in range(config.steps):
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(step, config)
+        x, y = sampler.batch(step)
+        comm.reset_comm_stats()
+        started = time.perf_counter()
+        loss = lm_loss(model(x), y)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad()
+        step_times.append(time.perf_counter() - started)
+        step_bytes.append(comm.comm_stats()["total"])
+        losses.append(loss.item())
+        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+            evals.append((step + 1, evaluate(model, corpus, config)))
+        if bar is not None:
+            bar.update(1)
+            postfix = {"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens_per_step / step_times[-1]:,.0f}",
+                       "MB/step": f"{step_bytes[-1] / 1e6:.2f}"}
+            if evals:
+                postfix["val"] = f"{evals[-1][1]:.3f}"
+            bar.set_postfix(postfix)
+    if bar is not None:
+        bar.close()
+    state_bytes = model_state_bytes(model, optimizer)
+    if config.run_dir:
+        save_checkpoint(f"{config.run_dir}/checkpoint", model, optimizer,
+                        extra={"step": config.steps, "model_config": config.model.__dict__, "sampler": sampler.state_dict()})
+    return {
+        "rank": rank,
+        "local_losses": losses,
+        "step_times": step_times,
+        "comm_bytes_per_step": statistics.median(step_bytes),
+        "model_state_bytes": state_bytes,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "evals": evals,
+    }
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, corpus, config: TrainConfig) -> float:
+    """Mean validation loss over `eval_batches` fixed batches, each rank taking every N-th one."""
+    rank, world = env.rank(), env.world_size()
+    batches = random_eval_batches(corpus.val, config.model.block_size, 8, config.eval_batches, seed=1234)
+    total = torch.zeros(2, dtype=torch.float64)  # [sum of losses, count]
+    for index, (x, y) in enumerate(batches):
+        if index % world == rank:
+            total[0] += lm_loss(model(x), y).item()
+            total[1] += 1
+    comm.all_reduce(total)
+    return (total[0] / total[1]).item()
+
+
+def _progress_bar(config: TrainConfig):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.steps, desc=f"train {config.strategy} x{config.nproc}", unit="step", dynamic_ncols=True)

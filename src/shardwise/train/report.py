@@ -1,0 +1,68 @@
+"""The run report (API.md fields) and the loss plot, from every rank's measurements."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+from .config import TrainConfig
+
+
+def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
+    """Global-batch mean loss per step (equal slices: the mean of rank means), medians, per-rank lists."""
+    world = len(per_rank)
+    losses = [sum(r["local_losses"][s] for r in per_rank) / world for s in range(config.steps)]
+    # A step is as slow as its slowest rank.
+    step_times = [max(r["step_times"][s] for r in per_rank) for s in range(config.steps)]
+    measured = step_times[1:] or step_times  # the first step pays for warm-up
+    step_time = statistics.median(measured)
+    tokens_per_step = config.global_batch * config.model.block_size
+    return {
+        "strategy": config.strategy,
+        "world_size": world,
+        "steps": config.steps,
+        "losses": losses,
+        "val_losses": [{"step": s, "loss": v} for s, v in per_rank[0]["evals"]],
+        "step_time_s": step_time,
+        "tokens_per_s": tokens_per_step / step_time,
+        "peak_rss_bytes": [r["peak_rss_bytes"] for r in per_rank],
+        "model_state_bytes": [r["model_state_bytes"] for r in per_rank],
+        "comm_bytes_per_step": [r["comm_bytes_per_step"] for r in per_rank],
+        "global_batch": config.global_batch,
+        "tokens_per_step": tokens_per_step,
+        "config": config.to_dict(),
+    }
+
+
+def write_report(report: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+
+
+def plot_losses(report: dict, path: str) -> None:
+    """Training loss per step (with a moving average) and validation loss at its steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = report["losses"]
+    window = max(1, len(losses) // 50)
+    smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1]) for i in range(len(losses))]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = range(1, len(losses) + 1)
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
+    ax.plot(steps, smooth, color="tab:blue", label=f"train (mean of {window})")
+    if report["val_losses"]:
+        ax.plot([v["step"] for v in report["val_losses"]], [v["loss"] for v in report["val_losses"]],
+                "o-", color="tab:orange", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.set_title(f"{report['strategy']} on {report['world_size']} ranks, {report['tokens_per_s']:,.0f} tokens/s")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

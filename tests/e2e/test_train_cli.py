@@ -1,0 +1,56 @@
+"""The command line as a user runs it: a short training run, its report, a sample, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPORT_FIELDS = {"strategy", "world_size", "steps", "losses", "step_time_s", "tokens_per_s",
+                 "peak_rss_bytes", "model_state_bytes", "comm_bytes_per_step"}
+
+
+def shardwise(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "shardwise", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.timeout(300)
+def test_short_training_run_writes_report_plot_checkpoint_and_samples(tmp_path):
+    run_dir = tmp_path / "run"
+    report_path = tmp_path / "report.json"
+    done = shardwise("train", "--steps", "8", "--eval-every", "4", "--layers", "2", "--block-size", "32",
+                     "--run-dir", str(run_dir), "--report", str(report_path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    assert REPORT_FIELDS <= set(report)
+    assert report["strategy"] == "ddp" and report["world_size"] == 2 and report["steps"] == 8
+    assert len(report["losses"]) == 8 and report["losses"][-1] < report["losses"][0]
+    assert len(report["peak_rss_bytes"]) == len(report["model_state_bytes"]) == len(report["comm_bytes_per_step"]) == 2
+    params = 4 * (report["model_state_bytes"][0] // 16)  # 16 bytes per parameter under fp32 Adam, roughly
+    assert report["comm_bytes_per_step"][0] == pytest.approx(params, rel=0.01)  # 2(N-1)/N = 1 at N = 2
+    assert [v["step"] for v in report["val_losses"]] == [4, 8]
+    for name in ("report.json", "loss.png", "checkpoint/model.pt", "checkpoint/meta.json"):
+        assert os.path.exists(run_dir / name), name
+    sample = shardwise("sample", str(run_dir), "--tokens", "40", "--prompt", "import ")
+    assert sample.returncode == 0, sample.stderr
+    assert sample.stdout.startswith("import ") and len(sample.stdout) >= 47
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("args, message", [
+    (["train", "--strategy", "bogus"], "unknown strategy 'bogus'"),
+    (["train", "--nproc", "3"], "global batch 32 does not split evenly over 3 ranks"),
+    (["train", "--steps", "-4"], "--steps: expected a whole number of at least 1"),
+    (["train", "--global-batch", "1", "--nproc", "2"], "global batch 1 does not split evenly over 2 ranks"),
+    (["train", "--block-size", "2000000"], "fewer than the 2 ranks"),
+    (["train", "--wat"], "unrecognized arguments: --wat"),
+    (["sample", "/no/such/run"], "no checkpoint in /no/such/run"),
+    (["run", "-n", "2", "/no/such/script.py"], "no such script"),
+])
+def test_bad_input_is_one_line_and_status_2(args, message):
+    done = shardwise(*args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr

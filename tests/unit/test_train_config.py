@@ -1,0 +1,25 @@
+import pytest
+
+from shardwise.errors import ConfigError
+from shardwise.train.config import TrainConfig
+from shardwise.train.loop import lr_factor
+
+
+def test_lr_schedule_warms_up_then_decays_to_a_tenth():
+    config = TrainConfig(steps=100, warmup_steps=10)
+    assert lr_factor(0, config) == pytest.approx(0.1)
+    assert lr_factor(9, config) == pytest.approx(1.0)
+    assert lr_factor(10, config) == pytest.approx(1.0)
+    assert lr_factor(100, config) == pytest.approx(0.1)
+    values = [lr_factor(s, config) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"nproc": 3}, "global batch 32 does not split evenly over 3 ranks"),
+    ({"steps": 0}, "--steps must be at least 1"),
+    ({"lr": -1.0}, "--lr must be positive"),
+])
+def test_validation_messages(change, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**change).validate()
