@@ -12,6 +12,7 @@ import pickle
 import torch
 import torch.distributed as dist
 
+from . import pairwise
 from .stats import PROCESS_STATS
 
 
@@ -27,6 +28,17 @@ class Done:
 
 def group_size(group=None) -> int:
     return dist.get_world_size(group)
+
+
+def _is_gloo(group) -> bool:
+    return dist.get_backend(group) == "gloo"
+
+
+def _maybe_wait(work, async_op: bool):
+    if async_op:
+        return work
+    work.wait()
+    return None
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -47,8 +59,11 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, a
     n = group_size(group)
     PROCESS_STATS.record("reduce_scatter", _nbytes(full_input), n)
     if n == 1:
-        output.copy_(full_input)
+        if output.data_ptr() != full_input.data_ptr():
+            output.copy_(full_input)
         return Done() if async_op else None
+    if _is_gloo(group):  # see [Note: gloo pairwise collectives]
+        return _maybe_wait(pairwise.reduce_scatter(output, full_input, group), async_op)
     return dist.reduce_scatter_single(output, full_input, group=group, async_op=async_op)
 
 
@@ -57,8 +72,11 @@ def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async
     n = group_size(group)
     PROCESS_STATS.record("all_gather", _nbytes(full_output), n)
     if n == 1:
-        full_output.copy_(shard)
+        if full_output.data_ptr() != shard.data_ptr():
+            full_output.copy_(shard)
         return Done() if async_op else None
+    if _is_gloo(group):  # see [Note: gloo pairwise collectives]
+        return _maybe_wait(pairwise.all_gather(full_output, shard, group), async_op)
     return dist.all_gather_single(full_output, shard, group=group, async_op=async_op)
 
 

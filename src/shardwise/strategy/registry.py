@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 from ..ddp.config import DDP, NaiveDDP
 from ..errors import ConfigError
+from ..zero.config import ZeRO
 
-_BY_NAME = {"ddp": DDP, "ddp-naive": NaiveDDP}
+_BY_NAME = {
+    "ddp": DDP,
+    "ddp-naive": NaiveDDP,
+    "zero1": functools.partial(ZeRO, stage=1),
+    "zero2": functools.partial(ZeRO, stage=2),
+    "zero3": functools.partial(ZeRO, stage=3),
+}
 
 
 def strategy_names() -> list[str]:

@@ -1,0 +1,70 @@
+"""The ZeRO strategy object: which stage, and its tuning knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+def as_dtype(value) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    try:
+        return _DTYPES[str(value)]
+    except KeyError:
+        raise ConfigError(f"unknown dtype '{value}'; choose from fp32, bf16, fp16") from None
+
+
+@dataclass(frozen=True)
+class ZeRO:
+    """Sharded data parallelism after Rajbhandari et al. (SC20): stage 1 shards optimizer state,
+    stage 2 also gradients, stage 3 also parameters."""
+
+    stage: int = 2
+    """1, 2 or 3."""
+    bucket_mb: float = 25
+    """Stages 1-2: cap in MiB on a unit (the parameters that reduce and gather together)."""
+    prefetch: int = 1
+    """Stage 3: units whose all-gather is started ahead of the one computing."""
+    offload: str = "none"
+    """'cpu': fp32 master weights, gradients' shards and optimizer state live on the CPU."""
+    param_dtype: torch.dtype | str | None = None
+    """Compute dtype of parameters (bf16/fp16 for mixed precision); None: the model's (fp32)."""
+    reduce_dtype: torch.dtype | str | None = None
+    """Dtype gradients are reduced in; None: fp32."""
+    unit_modules: tuple = ()
+    """Stage 3: module classes that each form a unit; default: members of ModuleList/Sequential."""
+    max_inflight: int = 2
+    """Reduce-scatters in flight before the oldest is awaited (bounds gradient memory)."""
+
+    def __post_init__(self):
+        if self.stage not in (1, 2, 3):
+            raise ConfigError(f"ZeRO stage must be 1, 2 or 3, got {self.stage}")
+        if self.offload not in ("none", "cpu"):
+            raise ConfigError(f"offload must be 'none' or 'cpu', got '{self.offload}'")
+        if not self.bucket_mb > 0:
+            raise ConfigError(f"bucket_mb must be positive, got {self.bucket_mb}")
+        if self.prefetch < 0 or self.max_inflight < 1:
+            raise ConfigError("prefetch must be >= 0 and max_inflight >= 1")
+        as_dtype(self.param_dtype)
+        as_dtype(self.reduce_dtype)
+
+    @property
+    def name(self) -> str:
+        return f"zero{self.stage}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wrap(self, module, optimizer, group=None):
+        from .module import ZeroModule
+        from .optimizer import shard_optimizer
+
+        wrapped = ZeroModule(module, self, group)
+        return wrapped, shard_optimizer(optimizer, wrapped.engine)

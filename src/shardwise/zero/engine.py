@@ -1,0 +1,212 @@
+"""The ZeRO engine: units, gradient hooks, and what happens around the optimizer step.
+
+Shared by all three stages; stage 3's gathering schedule lives in `stage3.py`.
+
+[Note: ZeRO gradient flow]
+A hook after gradient accumulation moves each parameter's `.grad` into its unit's flat
+gradient buffer (in the reduce dtype) and drops the `.grad`. When every parameter of a unit
+has arrived, the unit's reduce-scatter starts asynchronously; at most `max_inflight` are in
+flight, the oldest finished first (which adds this rank's averaged chunk into its gradient
+shard and, in stages 2-3, frees the buffer). The end-of-backward callback finishes the rest.
+Inside `no_sync()` gradients only accumulate in the buffers. Per step, stages 1-2 move a
+reduce-scatter and an all-gather of Ψ elements (2(N-1)/N·Ψ, as DDP's all-reduce); stage 3 adds
+a second all-gather (3(N-1)/N·Ψ), ZeRO §7.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .. import comm
+from ..errors import ConfigError
+from ..flat.buckets import plan_buckets
+from ..strategy.prepare import parameter_names, unique_parameters
+from .config import ZeRO, as_dtype
+from .flat_unit import FlatUnit
+from .scaler import DynamicLossScaler
+from .units import assign_parameters, unit_modules
+
+MB = 1024 * 1024
+
+
+class ZeroEngine:
+    def __init__(self, module: nn.Module, config: ZeRO, group=None):
+        self.module = module
+        self.config = config
+        self.group = group
+        self.stage = config.stage
+        self.world_size = dist.get_world_size(group)
+        self.rank = dist.get_rank(group)
+        self.param_dtype = as_dtype(config.param_dtype) or torch.float32
+        self.reduce_dtype = as_dtype(config.reduce_dtype) or torch.float32
+        self.scaler = DynamicLossScaler() if self.param_dtype == torch.float16 else None
+        self.names = parameter_names(module)
+        params = unique_parameters(module)
+        if not params:
+            raise ConfigError("the model has no parameters to shard")
+        self.device = params[0].device
+        self.master_device = torch.device("cpu") if config.offload == "cpu" else self.device
+        trainable = [p for p in params if p.requires_grad]
+        with torch.no_grad():  # frozen parameters stay whole on every rank, in the compute dtype
+            for p in params:
+                if not p.requires_grad and p.is_floating_point():
+                    p.data = p.data.to(self.param_dtype)
+        self.root_unit: FlatUnit | None = None
+        self.module_units: dict[nn.Module, FlatUnit] = {}
+        self.units = self._build_units(trainable)
+        self.unit_of = {id(p): (u, pos) for u in self.units for pos, p in enumerate(u.params)}
+        for unit in self.units:
+            for position, p in enumerate(unit.params):
+                p.register_post_accumulate_grad_hook(self._make_grad_hook(unit, position))
+        self.sync = True
+        self._callback_queued = False
+        self._inflight: collections.deque[FlatUnit] = collections.deque()
+        self._reduced: set[int] = set()
+        self.on_unit_grads_done = None  # stage 3: reshard a unit once its gradients are taken
+        self.on_backward_end = None
+
+    def _make_unit(self, params: list[nn.Parameter]) -> FlatUnit:
+        return FlatUnit(len(self._units_so_far), params, self.group, self.rank, self.world_size, stage=self.stage,
+                        param_dtype=self.param_dtype, reduce_dtype=self.reduce_dtype, master_device=self.master_device)
+
+    def _build_units(self, trainable: list[nn.Parameter]) -> list[FlatUnit]:
+        self._units_so_far: list[FlatUnit] = []
+        if self.stage < 3:
+            backward_order = list(reversed(trainable))
+            sizes = [p.numel() * 4 for p in backward_order]
+            for indices in plan_buckets(sizes, int(self.config.bucket_mb * MB)):
+                self._units_so_far.append(self._make_unit([backward_order[i] for i in indices]))
+            return self._units_so_far
+        modules = unit_modules(self.module, self.config.unit_modules)
+        root_params, per_module = assign_parameters(trainable, modules)
+        if root_params:
+            self.root_unit = self._make_unit(root_params)
+            self._units_so_far.append(self.root_unit)
+        for m, params in zip(modules, per_module):
+            if params:
+                unit = self._make_unit(params)
+                self._units_so_far.append(unit)
+                self.module_units[m] = unit
+        return self._units_so_far
+
+    # --- backward -------------------------------------------------------------------------
+
+    def _make_grad_hook(self, unit: FlatUnit, position: int):
+        def hook(param: torch.Tensor) -> None:
+            if self.stage == 1 and not unit.grad_fresh and not unit.has_grad[position]:
+                raise ConfigError("ZeRO stage 1 keeps one gradient buffer: call optimizer.zero_grad() between "
+                                  "synchronised backward passes (accumulate with model.no_sync())")
+            unit.take_grad(position)
+            if not self._callback_queued:
+                torch.autograd.Variable._execution_engine.queue_callback(self._finish_backward)
+                self._callback_queued = True
+            unit.ready.add(position)
+            if len(unit.ready) < len(unit.params):
+                return
+            if self.sync:
+                self._start_reduce(unit)
+            if self.on_unit_grads_done is not None:
+                self.on_unit_grads_done(unit)
+
+        return hook
+
+    def _start_reduce(self, unit: FlatUnit) -> None:
+        unit.start_reduce()
+        self._inflight.append(unit)
+        while len(self._inflight) > self.config.max_inflight:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        unit = self._inflight.popleft()
+        unit.finish_reduce(keep_full=self.stage == 1)
+        self._reduced.add(unit.index)
+
+    def _finish_backward(self) -> None:
+        self._callback_queued = False
+        try:
+            while self._inflight:
+                self._finish_oldest()
+            if self.sync:
+                missing = [p for u in self.units if u.index not in self._reduced
+                           for pos, p in enumerate(u.params) if pos not in u.ready]
+                if missing:
+                    names = ", ".join(repr(self.names[id(p)]) for p in missing[:3])
+                    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                    raise ConfigError(f"parameter {names}{more} received no gradient in this backward pass; every "
+                                      "trainable parameter must take part in the loss (or be frozen with requires_grad_(False))")
+        finally:
+            self._reduced.clear()
+            for unit in self.units:
+                unit.ready.clear()
+            if self.on_backward_end is not None:
+                self.on_backward_end()
+
+    # --- around the optimizer step ----------------------------------------------------------
+
+    def before_step(self) -> bool:
+        """Unscale and check gradients under fp16; False means skip this step."""
+        while self._inflight:
+            self._finish_oldest()
+        if self.scaler is None:
+            return True
+        inverse = 1.0 / self.scaler.scale
+        found = torch.zeros(1, device=self.master_device)
+        for unit in self.units:
+            unit.grad_shard.mul_(inverse)
+            found += (~torch.isfinite(unit.grad_shard)).any().float()
+        comm.all_reduce(found, group=self.group)
+        found_inf = bool(found.item() > 0)
+        self.scaler.update(found_inf)
+        return not found_inf
+
+    def after_step(self) -> None:
+        """Compute shards follow the masters; stages 1-2 gather the updated parameters."""
+        for unit in self.units:
+            unit.refresh_from_master()
+        if self.stage < 3:
+            works = [unit.all_gather_params() for unit in self.units]
+            for work in works:
+                work.wait()
+
+    def zero_grad(self) -> None:
+        for unit in self.units:
+            unit.zero_grad()
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Clip the global gradient norm, computed from every rank's shards (one all-reduce)."""
+        if norm_type != 2.0:
+            raise ConfigError("sharded gradient clipping supports the 2-norm only")
+        while self._inflight:
+            self._finish_oldest()
+        squares = torch.zeros(1, dtype=torch.float64, device=self.master_device)
+        for unit in self.units:
+            squares += unit.grad_shard.double().pow(2).sum()
+        comm.all_reduce(squares, group=self.group)
+        total = squares.sqrt().float()
+        factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for unit in self.units:
+            unit.grad_shard.mul_(factor.to(unit.grad_shard.device))
+        return total
+
+    # --- state ---------------------------------------------------------------------------
+
+    def full_parameters(self) -> dict[int, torch.Tensor]:
+        """id(param) -> its full fp32 value, gathered from every rank's master shard."""
+        values = {}
+        for unit in self.units:
+            full = torch.empty(unit.layout.padded_total, dtype=torch.float32, device=unit.master.device)
+            comm.all_gather(full, unit.master.float(), group=self.group)
+            for p, start, shape in zip(unit.params, unit.layout.offsets, unit.shapes):
+                values[id(p)] = full[start:start + shape.numel()].view(shape).clone()
+        return values
+
+    def state_tensors(self):
+        for unit in self.units:
+            yield from unit.state_tensors()
+        for p in unique_parameters(self.module):
+            if not p.requires_grad:
+                yield p

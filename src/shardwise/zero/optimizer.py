@@ -1,0 +1,71 @@
+"""The user's optimizer, rebuilt over the pieces of parameters this rank owns.
+
+The returned object is an instance of a subclass of the user's optimizer class (so
+`isinstance(opt, torch.optim.AdamW)` holds) with the same defaults and parameter groups, each
+group holding this rank's pieces (see [Note: flat layout]) whose gradients are views into the
+gradient shards. `step()` runs the engine around the class's own step: unscale and skip under
+fp16, then refresh and gather the parameters; `zero_grad()` clears the shards.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .engine import ZeroEngine
+
+_SHARDED_CLASSES: dict[type, type] = {}
+
+
+class ShardedOptimizerMixin:
+    _shardwise_engine: ZeroEngine
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not self._shardwise_engine.before_step():
+            return loss
+        super().step()
+        self._shardwise_engine.after_step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._shardwise_engine.zero_grad()
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Clip by the global gradient norm over every rank's shards; returns the norm before clipping."""
+        return self._shardwise_engine.clip_grad_norm_(max_norm, norm_type)
+
+
+def sharded_class(cls: type) -> type:
+    if cls not in _SHARDED_CLASSES:
+        _SHARDED_CLASSES[cls] = type(f"Sharded{cls.__name__}", (ShardedOptimizerMixin, cls), {})
+    return _SHARDED_CLASSES[cls]
+
+
+def shard_optimizer(optimizer: torch.optim.Optimizer, engine: ZeroEngine) -> torch.optim.Optimizer:
+    pieces_of: dict[int, list[nn.Parameter]] = {}
+    for unit in engine.units:
+        for position, master_piece, grad_piece in unit.piece_views():
+            piece = nn.Parameter(master_piece, requires_grad=True)
+            piece.grad = grad_piece
+            pieces_of.setdefault(id(unit.params[position]), []).append(piece)
+    groups = []
+    for group in optimizer.param_groups:
+        pieces = [piece for p in group["params"] for piece in pieces_of.get(id(p), [])]
+        if not pieces:  # keep the user's group structure even where this rank owns nothing of it
+            placeholder = nn.Parameter(torch.zeros(0, device=engine.master_device))
+            placeholder.grad = torch.zeros(0, device=engine.master_device)
+            pieces = [placeholder]
+        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": pieces})
+    cls = sharded_class(type(optimizer))
+    try:
+        sharded = cls(groups, **optimizer.defaults)
+    except TypeError:  # an optimizer whose defaults are not all constructor arguments
+        sharded = cls.__new__(cls)
+        sharded.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k not in ("state", "param_groups")})
+        torch.optim.Optimizer.__init__(sharded, groups, optimizer.defaults)
+    sharded._shardwise_engine = engine
+    return sharded

@@ -1,0 +1,53 @@
+"""Which parameters form which ZeRO unit (pure given the module tree; no process group).
+
+Stages 1-2: units are gradient buckets, consecutive parameters in backward order up to a size
+cap. Stage 3: units follow the module tree, since a unit's parameters are gathered just before
+its module runs: each member of a ModuleList or Sequential that holds trainable parameters
+(a transformer block, a layer) is a unit, or each module of the classes the user names. The
+parameters left over, and any parameter shared between units (tied embeddings), form the root
+unit, which is gathered for the whole forward and again for the whole backward.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def unit_modules(module: nn.Module, unit_classes: tuple = ()) -> list[nn.Module]:
+    """Modules that each become a stage-3 unit, in registration order."""
+    found: list[nn.Module] = []
+
+    def is_unit(parent: nn.Module, child: nn.Module) -> bool:
+        if unit_classes:
+            return isinstance(child, tuple(unit_classes))
+        return isinstance(parent, (nn.ModuleList, nn.Sequential))
+
+    def visit(parent: nn.Module) -> None:
+        for child in parent.children():
+            if is_unit(parent, child) and any(p.requires_grad for p in child.parameters()):
+                found.append(child)
+            else:
+                visit(child)
+
+    visit(module)
+    return found
+
+
+def assign_parameters(trainable: list[nn.Parameter], modules: list[nn.Module]) -> tuple[list, list[list]]:
+    """Split trainable parameters into (root parameters, parameters of each unit module).
+
+    A parameter belongs to a unit when that unit alone holds it; otherwise to the root.
+    """
+    holders: dict[int, set[int]] = {}
+    for index, m in enumerate(modules):
+        for p in m.parameters():
+            holders.setdefault(id(p), set()).add(index)
+    root: list = []
+    per_unit: list[list] = [[] for _ in modules]
+    for p in trainable:
+        owners = holders.get(id(p), set())
+        if len(owners) == 1:
+            per_unit[next(iter(owners))].append(p)
+        else:
+            root.append(p)
+    return root, per_unit
