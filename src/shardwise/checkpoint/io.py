@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..runtime import env
 from ..strategy.prepare import parameter_names
 from ..strategy.state import full_state_dict, unwrap
+from ..zero import state as zero_state
 
 FORMAT = "shardwise-checkpoint"
 VERSION = 1
@@ -98,19 +99,29 @@ def _read_meta(path: str) -> dict:
 
 
 def _optimizer_state_by_name(model, optimizer) -> dict:
+    """Full per-parameter state keyed by name, whatever the strategy holds locally."""
     names = parameter_names(unwrap(model))
+    options = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    if hasattr(optimizer, "_shardwise_engine"):
+        return {"state": zero_state.gather_full_state(optimizer, names), "param_groups": options}
     state = {names[id(p)]: {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in s.items()}
              for p, s in optimizer.state.items()}
-    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]}
-              for g in optimizer.param_groups]
-    return {"state": state, "param_groups": groups}
+    return {"state": state, "param_groups": options}
 
 
 def _load_optimizer_state_by_name(model, optimizer, saved: dict) -> None:
-    by_name = dict(unwrap(model).named_parameters())
+    module = unwrap(model)
+    by_name = dict(module.named_parameters())
+    unknown = [name for name in saved["state"] if name not in by_name]
+    if unknown:
+        raise ConfigError(f"checkpoint has optimizer state for '{unknown[0]}', which the model does not have")
+    if len(saved["param_groups"]) != len(optimizer.param_groups):
+        raise ConfigError(f"checkpoint has {len(saved['param_groups'])} optimizer parameter groups, "
+                          f"the optimizer has {len(optimizer.param_groups)}")
     for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
         group.update({k: v for k, v in saved_group.items() if k != "params"})
+    if hasattr(optimizer, "_shardwise_engine"):
+        zero_state.scatter_full_state(optimizer, parameter_names(module), saved["state"])
+        return
     for name, param_state in saved["state"].items():
-        if name not in by_name:
-            raise ConfigError(f"checkpoint has optimizer state for '{name}', which the model does not have")
         optimizer.state[by_name[name]] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in param_state.items()}

@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--global-batch", type=positive_int, default=DEFAULTS.global_batch, help="sequences per step, all ranks")
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    p.add_argument("--precision", default=DEFAULTS.precision, help="fp32, bf16 or fp16 (fp16: ZeRO strategies)")
+    p.add_argument("--offload", default=DEFAULTS.offload, help="none or cpu (ZeRO strategies)")
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip, help="global gradient-norm clip (0: off)")
     p.add_argument("--eval-every", type=positive_int, default=DEFAULTS.eval_every)
     p.add_argument("--block-size", type=positive_int, default=DEFAULTS.model.block_size)
@@ -39,7 +41,7 @@ def add_parser(subparsers) -> None:
 def main(args) -> int:
     config = TrainConfig(
         strategy=args.strategy, nproc=args.nproc, steps=args.steps, seed=args.seed, global_batch=args.global_batch,
-        lr=args.lr, grad_clip=args.grad_clip, eval_every=args.eval_every, out_dir=args.out, run_dir=args.run_dir,
+        lr=args.lr, precision=args.precision, offload=args.offload, grad_clip=args.grad_clip, eval_every=args.eval_every, out_dir=args.out, run_dir=args.run_dir,
         report=args.report, progress=not args.no_progress, timeout_s=args.timeout,
         model=GPTConfig(block_size=args.block_size, n_layer=args.layers, n_embd=args.embd, n_head=args.heads),
     )

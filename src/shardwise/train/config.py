@@ -16,18 +16,22 @@ class TrainConfig:
     """Strategy name (ddp, ddp-naive, ...)."""
     nproc: int = 2
     """Number of local ranks."""
-    steps: int = 400
+    steps: int = 600
     """Optimizer steps."""
     seed: int = 0
     """Seed of the model's initialisation and of the data order."""
     global_batch: int = 32
     """Sequences per step over all ranks; must divide by nproc."""
-    lr: float = 3e-3
+    lr: float = 6e-3
     """Peak learning rate of AdamW (linear warm-up, then cosine decay to lr/10)."""
-    warmup_steps: int = 20
+    warmup_steps: int = 30
     """Steps of linear learning-rate warm-up."""
     weight_decay: float = 0.1
     """AdamW weight decay on matrices; biases, norms and embeddings' vectors get none."""
+    precision: str = "fp32"
+    """fp32, or bf16/fp16 compute (ZeRO: fp32 master weights; DDP: bf16 autocast)."""
+    offload: str = "none"
+    """ZeRO only: 'cpu' keeps master weights and optimizer state on the CPU."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value; 0 turns clipping off."""
     eval_every: int = 100
@@ -55,6 +59,24 @@ class TrainConfig:
             raise ConfigError(f"global batch {self.global_batch} does not split evenly over {self.nproc} ranks")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"--precision must be fp32, bf16 or fp16, got '{self.precision}'")
+        self.build_strategy()
+
+    def build_strategy(self):
+        """The strategy object for `strategy`, `precision` and `offload`."""
+        from ..strategy.registry import resolve_strategy
+        from ..zero import ZeRO
+
+        strategy = resolve_strategy(self.strategy)
+        if isinstance(strategy, ZeRO):
+            dtype = None if self.precision == "fp32" else self.precision
+            return ZeRO(stage=strategy.stage, param_dtype=dtype, offload=self.offload)
+        if self.offload != "none":
+            raise ConfigError(f"--offload needs a ZeRO strategy (zero1, zero2, zero3), not '{self.strategy}'")
+        if self.precision == "fp16":
+            raise ConfigError(f"--precision fp16 needs loss scaling: use a ZeRO strategy (zero1, zero2, zero3), not '{self.strategy}'")
+        return strategy
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,7 +7,6 @@ import time
 
 from ..data import BatchSampler, load_corpus
 from ..runtime.launch import launch
-from ..strategy.registry import resolve_strategy
 from .config import TrainConfig
 from .loop import train_rank
 from .report import build_report, plot_losses, write_report
@@ -16,7 +15,6 @@ from .report import build_report, plot_losses, write_report
 def run_training(config: TrainConfig) -> tuple[dict, str]:
     """Validate, train on `config.nproc` ranks, write report, plot and checkpoint; return (report, run_dir)."""
     config.validate()
-    resolve_strategy(config.strategy)
     corpus = load_corpus()  # built once here, so ranks find it cached
     BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.nproc, config.seed)
     if config.run_dir is None:

@@ -42,7 +42,9 @@ def train_rank(config: TrainConfig) -> dict:
     sampler = BatchSampler(corpus.train, config.model.block_size, config.global_batch, rank, world, config.seed)
     torch.manual_seed(config.seed)
     model = GPT(config.model)
-    model, optimizer = wrap(model, build_optimizer(model, config), strategy=config.strategy)
+    strategy = config.build_strategy()
+    model, optimizer = wrap(model, build_optimizer(model, config), strategy=strategy)
+    autocast = _autocast(config, strategy)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     bar = _progress_bar(config) if rank == 0 and config.progress else None
     tokens_per_step = config.global_batch * config.model.block_size
@@ -53,10 +55,12 @@ def train_rank(config: TrainConfig) -> dict:
         x, y = sampler.batch(step)
         comm.reset_comm_stats()
         started = time.perf_counter()
-        loss = lm_loss(model(x), y)
+        with autocast:
+            logits = model(x)
+        loss = lm_loss(logits.float(), y)
         loss.backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            clip_gradients(model, optimizer, config.grad_clip)
         optimizer.step()
         optimizer.zero_grad()
         step_times.append(time.perf_counter() - started)
@@ -86,6 +90,23 @@ def train_rank(config: TrainConfig) -> dict:
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "evals": evals,
     }
+
+
+def clip_gradients(model, optimizer, max_norm: float) -> None:
+    """Sharded strategies know the global norm only from every rank's shards."""
+    if hasattr(optimizer, "clip_grad_norm_"):
+        optimizer.clip_grad_norm_(max_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def _autocast(config: TrainConfig, strategy):
+    """bf16 autocast for strategies without their own mixed precision (ZeRO casts by itself)."""
+    import contextlib
+
+    if config.precision == "fp32" or hasattr(strategy, "stage"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=env.device().type, dtype=torch.bfloat16)
 
 
 @torch.no_grad()

@@ -47,11 +47,13 @@ def sharded_class(cls: type) -> type:
 
 def shard_optimizer(optimizer: torch.optim.Optimizer, engine: ZeroEngine) -> torch.optim.Optimizer:
     pieces_of: dict[int, list[nn.Parameter]] = {}
+    origin: dict[int, tuple] = {}  # id(piece) -> (unit, Piece): where each piece comes from
     for unit in engine.units:
-        for position, master_piece, grad_piece in unit.piece_views():
+        for layout_piece, (position, master_piece, grad_piece) in zip(unit.pieces, unit.piece_views()):
             piece = nn.Parameter(master_piece, requires_grad=True)
             piece.grad = grad_piece
             pieces_of.setdefault(id(unit.params[position]), []).append(piece)
+            origin[id(piece)] = (unit, layout_piece)
     groups = []
     for group in optimizer.param_groups:
         pieces = [piece for p in group["params"] for piece in pieces_of.get(id(p), [])]
@@ -68,4 +70,5 @@ def shard_optimizer(optimizer: torch.optim.Optimizer, engine: ZeroEngine) -> tor
         sharded.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k not in ("state", "param_groups")})
         torch.optim.Optimizer.__init__(sharded, groups, optimizer.defaults)
     sharded._shardwise_engine = engine
+    sharded._shardwise_origin = origin
     return sharded
