@@ -3,6 +3,7 @@
 The public names of API.md; see README.md for the tour.
 """
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .comm import comm_stats, reset_comm_stats
 from .ddp import DDP, NaiveDDP
 from .errors import ConfigError, ShardwiseError, WorkerError
@@ -17,5 +18,5 @@ __version__ = "0.1.0"
 __all__ = [
     "DDP", "NaiveDDP", "ZeRO", "ConfigError", "ShardwiseError", "WorkerError",
     "comm_stats", "reset_comm_stats", "full_state_dict", "model_state_bytes",
-    "init", "launch", "rank", "world_size", "strategy_names", "wrap",
+    "init", "launch", "load_checkpoint", "save_checkpoint", "rank", "world_size", "strategy_names", "wrap",
 ]

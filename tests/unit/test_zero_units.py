@@ -1,0 +1,45 @@
+import pytest
+from torch import nn
+
+from shardwise.errors import ConfigError
+from shardwise.models import GPT, MLP, GPTConfig
+from shardwise.zero import ZeRO
+from shardwise.zero.units import assign_parameters, unit_modules
+
+
+def test_gpt_units_are_blocks_and_tied_embedding_goes_to_root():
+    model = GPT(GPTConfig(vocab_size=11, block_size=4, n_layer=3, n_head=2, n_embd=8))
+    modules = unit_modules(model)
+    assert modules == list(model.blocks)
+    trainable = list(model.parameters())
+    root, per_unit = assign_parameters(trainable, modules)
+    assert any(p is model.lm_head.weight for p in root)
+    assert sum(len(u) for u in per_unit) + len(root) == len(trainable)
+
+
+def test_sequential_members_with_parameters_become_units():
+    model = MLP(d_in=3, width=5, depth=3, d_out=2)
+    assert [type(m) for m in unit_modules(model)] == [nn.Linear] * 3  # GELUs hold nothing
+
+
+def test_a_parameter_shared_by_two_units_belongs_to_the_root():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    b.weight = a.weight
+    model = nn.Sequential(a, b)
+    root, per_unit = assign_parameters(list(model.parameters()), unit_modules(model))
+    assert root == [a.weight] and per_unit == [[a.bias], [b.bias]]
+
+
+def test_named_unit_classes():
+    model = GPT(GPTConfig(vocab_size=11, block_size=4, n_layer=2, n_head=2, n_embd=8))
+    assert unit_modules(model, (nn.LayerNorm,)) == [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"stage": 4}, "stage must be 1, 2 or 3"),
+    ({"offload": "disk"}, "offload must be 'none' or 'cpu'"),
+    ({"param_dtype": "fp8"}, "unknown dtype 'fp8'"),
+])
+def test_config_validation(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ZeRO(**kwargs)
