@@ -93,3 +93,30 @@ def summarize(values: list[float]) -> dict:
         "n": len(values),
         "seconds": list(values),
     }
+
+
+class PhaseClock:
+    """Durations of the named phases inside each step (e.g. forward, backward, step): where a
+    step's time goes, per step, for steps timed by `interleaved_timing`.
+
+    Call `start()` at the top of a step and `lap(phase)` at the end of each phase; `last(n)`
+    returns phase -> its durations in the last `n` steps (the timed ones, after warm-up). No
+    barrier separates the phases, so communication overlapped with one phase and waited for in
+    a later one is charged to the later one, as the training loop experiences it.
+    """
+
+    def __init__(self, phases: tuple[str, ...]):
+        self.phases = tuple(phases)
+        self.seconds: dict[str, list[float]] = {phase: [] for phase in self.phases}
+        self._mark = 0.0
+
+    def start(self) -> None:
+        self._mark = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase].append(now - self._mark)
+        self._mark = now
+
+    def last(self, count: int) -> dict[str, list[float]]:
+        return {phase: values[len(values) - count:] for phase, values in self.seconds.items()}

@@ -1,0 +1,109 @@
+"""`shardwise plan`: per-device memory and predicted step time for DDP and ZeRO 1-3 at any scale."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import ConfigError
+from ..plan import from_hf_config, from_shape, plan_rows
+from ..plan.model_spec import ModelSpec
+from .parser import positive_int
+
+GB = 1e9
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("plan", help="predict memory and step time per device for DDP and ZeRO 1-3",
+                              description="Memory per device (model states; activations with and without "
+                                          "checkpointing), which strategies fit, and predicted step time.")
+    model = p.add_argument_group("model (one of: --params, --config, or the shape flags)")
+    model.add_argument("--params", type=float, help="trainable parameters, e.g. 7.5e9")
+    model.add_argument("--config", help="a Hugging Face style config.json")
+    model.add_argument("--layers", type=positive_int)
+    model.add_argument("--hidden", type=positive_int)
+    model.add_argument("--heads", type=positive_int)
+    model.add_argument("--vocab", type=positive_int, default=50257)
+    model.add_argument("--seq-len", type=positive_int, help="sequence length (default: the config's)")
+    p.add_argument("--world-size", default="8", help="devices; a comma-separated list for several")
+    p.add_argument("--precision", default="mixed", choices=["fp32", "mixed"])
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "sgd-momentum"])
+    p.add_argument("--offload", action="store_true", help="optimizer state and fp32 masters on the CPU")
+    p.add_argument("--micro-batch", type=positive_int, default=1,
+                   help="sequences per device per step (of --seq-len tokens, default 2048 without a shape)")
+    p.add_argument("--device-memory", type=float, default=80.0, help="GB per device")
+    p.add_argument("--device-tflops", type=float, default=312.0, help="peak TFLOP/s per device")
+    p.add_argument("--mfu", type=float, default=0.5, help="fraction of peak the kernels reach")
+    p.add_argument("--bandwidth", type=float, default=25.0, help="GB/s each device sends to the others")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p.set_defaults(run=main)
+
+
+def parse_world_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--world-size takes whole numbers separated by commas, got '{text}'") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise ConfigError(f"--world-size values must be at least 1, got '{text}'")
+    return sizes
+
+
+def model_from_args(args) -> ModelSpec:
+    if args.config:
+        return from_hf_config(args.config, args.seq_len)
+    if args.layers or args.hidden or args.heads:
+        return from_shape(args.layers, args.hidden, args.heads, args.vocab, args.seq_len or 1024)
+    if args.params is None:
+        raise ConfigError("give the model as --params N, --config config.json, or --layers/--hidden/--heads")
+    if not args.params > 0:
+        raise ConfigError(f"--params must be positive, got {args.params:g}")
+    return ModelSpec(args.params, seq_len=args.seq_len)
+
+
+def main(args) -> int:
+    for name in ("device_memory", "device_tflops", "mfu", "bandwidth"):
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    model = model_from_args(args)
+    rows = plan_rows(model, parse_world_sizes(args.world_size), args.precision, args.optimizer, args.offload,
+                     args.micro_batch, args.device_memory * GB, args.device_tflops * 1e12, args.mfu, args.bandwidth * GB)
+    if args.json:
+        print(json.dumps({"model": model.__dict__, "rows": rows}, indent=1))
+        return 0
+    print(f"model: {model.params / 1e9:.3g}B parameters" + (
+        f", {model.layers} layers, hidden {model.hidden}, {model.heads} heads, seq {model.seq_len}" if model.has_shape else ""))
+    print(f"assumed: {args.precision} precision, {args.optimizer}, {args.device_memory:g} GB/device, "
+          f"{args.device_tflops:g} TFLOP/s x {args.mfu:g} MFU, {args.bandwidth:g} GB/s links"
+          + (", optimizer offloaded to CPU" if args.offload else ""))
+    print(format_table(rows, model.has_shape))
+    return 0
+
+
+def format_table(rows: list[dict], with_shape: bool) -> str:
+    head = ["strategy", "N", "params GB", "grads GB", "optim GB", "states GB"]
+    if with_shape:
+        head += ["acts GB", "acts ckpt GB", "fits", "fits ckpt"]
+    else:
+        head += ["fits"]
+    head += ["comm GB/step", "step s", "step s serial", "tokens/s", "TFLOP/s/dev"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["strategy"], str(r["world_size"]), _gb(r["params_bytes"]), _gb(r["grads_bytes"]),
+                 _gb(r["optimizer_bytes"]), _gb(r["model_state_bytes"])]
+        if with_shape:
+            cells += [_gb(r["activation_bytes"]), _gb(r["activation_bytes_checkpointed"]), _yes(r["fits"]),
+                      _yes(r["fits_checkpointed"])]
+        else:
+            cells += [_yes(r["fits"])]
+        cells += [_gb(r["comm_bytes_per_step"]), f"{r['step_s_overlap']:.3g}", f"{r['step_s_serial']:.3g}",
+                  f"{r['tokens_per_s']:,.0f}", f"{r['tflops_per_device']:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _gb(value: float) -> str:
+    return f"{value / GB:.3g}"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"

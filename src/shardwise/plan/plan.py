@@ -1,0 +1,46 @@
+"""One row per (strategy, world size): memory, whether it fits, predicted step time."""
+
+from __future__ import annotations
+
+from .formulas import STRATEGIES, activation_bytes, comm_bytes_per_step, model_states
+from .model_spec import ModelSpec
+from .timing import Cluster, flops_per_token, step_time
+
+DEFAULT_SEQ_LEN = 2048
+
+
+def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed", optimizer: str = "adam",
+              offload: bool = False, micro_batch: int = 1, device_memory: float = 80e9,
+              device_flops: float = 312e12, mfu: float = 0.5, bandwidth: float = 25e9) -> list[dict]:
+    """Activations need the model's shape; without it, rows count model states only and time
+    `micro_batch` sequences of DEFAULT_SEQ_LEN tokens per device."""
+    rows = []
+    act_bytes = 2 if precision == "mixed" else 4
+    tokens = micro_batch * (model.seq_len or DEFAULT_SEQ_LEN)
+    for n in world_sizes:
+        cluster = Cluster(n, device_flops, mfu, bandwidth, device_memory)
+        for strategy in STRATEGIES:
+            states = model_states(model.params, strategy, n, precision, optimizer, offload)
+            row = {
+                "strategy": strategy, "world_size": n,
+                "model_state_bytes": states.total, "params_bytes": states.params, "grads_bytes": states.grads,
+                "optimizer_bytes": states.optimizer, "cpu_offload_bytes": states.cpu,
+                "comm_bytes_per_step": comm_bytes_per_step(model.params, strategy, n, precision),
+                "tokens_per_device": tokens,
+            }
+            variants = [("", False)]
+            if model.has_shape:
+                variants.append(("_checkpointed", True))
+            for suffix, recompute in variants:
+                acts = (activation_bytes(model.layers, model.hidden, model.heads, model.seq_len, micro_batch, recompute, act_bytes)
+                        if model.has_shape else 0.0)
+                timing = step_time(model, strategy, cluster, tokens, precision, recompute)
+                if model.has_shape:
+                    row[f"activation_bytes{suffix}"] = acts
+                row[f"fits{suffix}"] = states.total + acts <= device_memory
+                row[f"step_s_overlap{suffix}"] = timing.overlapped_s
+                row[f"step_s_serial{suffix}"] = timing.serial_s
+                row[f"tokens_per_s{suffix}"] = tokens * n / timing.overlapped_s
+                row[f"tflops_per_device{suffix}"] = flops_per_token(model, False) * tokens / timing.overlapped_s / 1e12
+            rows.append(row)
+    return rows

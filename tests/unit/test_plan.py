@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from shardwise.errors import ConfigError
+from shardwise.plan import from_hf_config, gpt_params, model_states, plan_rows
+from shardwise.plan.formulas import comm_bytes_per_step
+from shardwise.plan.model_spec import ModelSpec
+
+
+def test_zero_paper_figure_1():
+    """7.5B parameters, mixed-precision Adam (K = 12), 64 devices: 120, 31.4, 16.6, 1.9 GB."""
+    got = {s: round(model_states(7.5e9, s, 64, "mixed", "adam").total / 1e9, 1) for s in ("ddp", "zero1", "zero2", "zero3")}
+    assert got == {"ddp": 120.0, "zero1": 31.4, "zero2": 16.6, "zero3": 1.9}
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_fp32_adam_matches_the_strategy_formulas(n):
+    psi = 1000.0
+    assert model_states(psi, "ddp", n, "fp32").total == 16 * psi
+    assert model_states(psi, "zero1", n, "fp32").total == 8 * psi + 8 * psi / n
+    assert model_states(psi, "zero2", n, "fp32").total == 4 * psi + 12 * psi / n
+    assert model_states(psi, "zero3", n, "fp32").total == 16 * psi / n
+    ring = (n - 1) / n * 4 * psi
+    assert comm_bytes_per_step(psi, "ddp", n, "fp32") == comm_bytes_per_step(psi, "zero2", n, "fp32") == 2 * ring
+    assert comm_bytes_per_step(psi, "zero3", n, "fp32") == 3 * ring
+
+
+def test_offload_moves_optimizer_state_to_the_cpu():
+    states = model_states(1e9, "zero2", 8, "mixed", "adam", offload=True)
+    assert states.optimizer == 0 and states.cpu == 12e9 / 8
+
+
+def test_builtin_gpt_count_matches_the_model():
+    from shardwise.models import GPT, GPTConfig
+
+    assert gpt_params(4, 128, 96, 128) == GPT(GPTConfig()).num_params()
+
+
+def test_hf_config(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}))
+    spec = from_hf_config(str(path))
+    assert 124e6 < spec.params < 125e6  # GPT-2 small, tied head
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="lacks layers"):
+        from_hf_config(str(tmp_path / "bad.json"))
+
+
+def test_rows_overlap_never_slower_and_checkpointing_saves_memory():
+    spec = ModelSpec(1.5e9, layers=48, hidden=1600, heads=25, vocab=50257, seq_len=1024)
+    for row in plan_rows(spec, [8, 64], micro_batch=4):
+        assert row["step_s_overlap"] <= row["step_s_serial"]
+        assert row["activation_bytes_checkpointed"] < row["activation_bytes"]
