@@ -1,17 +1,20 @@
-"""Save and load a training state, independent of strategy and world size.
+"""Save and load a training state under any strategy and world size.
 
 [Note: checkpoint format]
-A checkpoint is a folder: `model.pt` (the full state_dict of the unwrapped model),
-`optimizer.pt` (per-parameter optimizer state keyed by parameter *name*, plus the parameter
-groups' options with member names) and `meta.json` (format, version, strategy, world size,
-the caller's `extra`). Keys by name rather than by position make the files loadable under any
-strategy and world size. Tensor files are read with `weights_only=True`: loading never runs
-pickled code. Rank 0 writes into a temporary folder beside the target and renames it into
-place, so a crash mid-save leaves the previous checkpoint whole.
+A checkpoint is a folder holding a file `LATEST` and one subfolder per save. `LATEST` names the
+complete subfolder; it is replaced atomically (write, fsync, rename) only after every rank's
+shard and the metadata are on disk, so a crash at any moment leaves the previous checkpoint
+loadable, and older subfolders are removed only after that. A subfolder holds one
+`rankNNNNN.pt` per saving rank (see checkpoint/shards.py) and `meta.json`: format and version,
+strategy, world size, parameter names and shapes, optimizer group options, the caller's
+`extra` (step, sampler position, ...) and the SHA-256 of every shard file. Loading checks the
+checksums, reads tensors only (`weights_only=True`, never arbitrary pickled code), reassembles
+full tensors from whatever ranks wrote them, and hands each rank of the new job its part.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,106 +25,136 @@ import torch
 from .. import comm
 from ..errors import ConfigError
 from ..runtime import env
-from ..strategy.prepare import parameter_names
-from ..strategy.state import full_state_dict, unwrap
-from ..zero import state as zero_state
+from ..strategy.state import unwrap
+from .apply import check_same_model, load_full_state, trainable_shapes
+from .shards import assemble, local_shard
 
 FORMAT = "shardwise-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 def save_checkpoint(path, model, optimizer, extra=None) -> None:
-    """Write model, optimizer state and `extra` (plain data) to folder `path`, atomically."""
+    """Every rank writes its shard; then `path/LATEST` points at the new save (atomic)."""
     path = os.fspath(path)
-    model_state = full_state_dict(model)
-    optimizer_state = _optimizer_state_by_name(model, optimizer)
-    if env.rank() == 0:
-        meta = {"format": FORMAT, "version": VERSION, "world_size": env.world_size(),
-                "strategy": getattr(model, "strategy_name", type(model).__name__), "extra": extra or {}}
-        _write_atomically(path, model_state, optimizer_state, meta)
-    comm.barrier()
+    rank, world = env.rank(), env.world_size()
+    token = comm.all_gather_object(uuid.uuid4().hex[:12])[0]  # one name for the whole job
+    folder = f"ckpt-{token}"
+    target = os.path.join(path, folder)
+    shard = local_shard(model, optimizer, rank, world)
+    shard["rng"] = torch.get_rng_state()
+    error, digest = None, None
+    try:
+        os.makedirs(target, exist_ok=True)
+        digest = _write_file(os.path.join(target, f"rank{rank:05d}.pt"), lambda f: torch.save(shard, f))
+    except OSError as exc:
+        error = f"rank {rank}: {exc.strerror or exc}"
+    results = comm.all_gather_object((error, digest))
+    errors = [e for e, _ in results if e]
+    if rank == 0 and not errors:
+        meta = {
+            "format": FORMAT, "version": VERSION, "strategy": getattr(model, "strategy_name", "none"),
+            "world_size": world, "shapes": trainable_shapes(model),
+            "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
+            "extra": extra or {}, "files": {f"rank{r:05d}.pt": d for r, (_, d) in enumerate(results)},
+            "torch": torch.__version__,
+        }
+        try:
+            _write_file(os.path.join(target, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            _write_file(os.path.join(path, "LATEST.tmp"), lambda f: f.write(folder.encode()))
+            os.replace(os.path.join(path, "LATEST.tmp"), os.path.join(path, "LATEST"))
+        except OSError as exc:
+            errors.append(f"rank 0: {exc.strerror or exc}")
+        else:
+            for old in os.listdir(path):
+                if old.startswith("ckpt-") and old != folder:
+                    shutil.rmtree(os.path.join(path, old), ignore_errors=True)
+    errors = [e for e in comm.all_gather_object(errors)[0] if e]
+    if errors:
+        if rank == 0:
+            shutil.rmtree(target, ignore_errors=True)
+        raise ConfigError(f"could not save checkpoint {path} ({errors[0]}); the previous checkpoint is untouched")
 
 
 def load_checkpoint(path, model, optimizer) -> dict:
-    """Restore model and optimizer from folder `path`; return the `extra` it was saved with."""
+    """Restore model and optimizer (any strategy, any world size); return the saved `extra`."""
     path = os.fspath(path)
-    meta = _read_meta(path)
-    try:
-        model_state = torch.load(os.path.join(path, "model.pt"), weights_only=True, map_location="cpu")
-        optimizer_state = torch.load(os.path.join(path, "optimizer.pt"), weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise ConfigError(f"checkpoint {path} is corrupt or unreadable: {str(exc).splitlines()[0]}") from None
-    module = unwrap(model)
-    try:
-        module.load_state_dict(model_state)
-    except RuntimeError as exc:
-        raise ConfigError(f"checkpoint {path} is of a different model: {str(exc).splitlines()[1].strip()}") from None
-    _load_optimizer_state_by_name(model, optimizer, optimizer_state)
+    folder, meta = read_meta(path)
+    shards = read_shards(path, folder, meta)
+    shapes = {name: tuple(shape) for name, shape in meta["shapes"].items()}
+    check_same_model(model, shapes, path)
+    params, optim, incomplete = assemble(shards, shapes)
+    if incomplete:
+        raise ConfigError(f"checkpoint {path} is incomplete: no shard holds all of '{incomplete[0]}'")
+    whole = next((s.get("whole", {}) for s in shards if "whole" in s), {})
+    load_full_state(model, optimizer, params, optim, whole, meta["param_groups"])
+    rank = env.rank()
+    if meta["world_size"] == env.world_size() and rank < len(shards):
+        torch.set_rng_state(shards[rank]["rng"])
     return meta["extra"]
 
 
-def _write_atomically(path: str, model_state: dict, optimizer_state: dict, meta: dict) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(staging)
-    try:
-        torch.save(model_state, os.path.join(staging, "model.pt"))
-        torch.save(optimizer_state, os.path.join(staging, "optimizer.pt"))
-        with open(os.path.join(staging, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=1)
-        retired = None
-        if os.path.exists(path):
-            retired = f"{staging}-old"
-            os.replace(path, retired)
-        os.replace(staging, path)
-        if retired:
-            shutil.rmtree(retired, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def read_full_state(path) -> tuple[dict, dict]:
+    """(model state_dict by name with trainable parameters, buffers and frozen ones; meta), no process group."""
+    folder, meta = read_meta(os.fspath(path))
+    shards = read_shards(os.fspath(path), folder, meta)
+    params, _, incomplete = assemble(shards, {n: tuple(s) for n, s in meta["shapes"].items()})
+    if incomplete:
+        raise ConfigError(f"checkpoint {path} is incomplete: no shard holds all of '{incomplete[0]}'")
+    whole = next((s.get("whole", {}) for s in shards if "whole" in s), {})
+    return {**params, **whole}, meta
 
 
-def _read_meta(path: str) -> dict:
-    meta_path = os.path.join(path, "meta.json")
-    if not os.path.isdir(path) or not os.path.exists(meta_path):
-        raise ConfigError(f"no checkpoint at {path} (expected a folder with meta.json)")
+def read_meta(path: str) -> tuple[str, dict]:
+    """The folder of the latest complete save under `path`, and its metadata."""
+    latest = os.path.join(path, "LATEST")
+    if os.path.isfile(latest):
+        with open(latest) as f:
+            folder = os.path.join(path, f.read().strip())
+    elif os.path.isfile(os.path.join(path, "meta.json")):
+        folder = path
+    else:
+        raise ConfigError(f"no checkpoint at {path}")
     try:
-        with open(meta_path) as f:
+        with open(os.path.join(folder, "meta.json")) as f:
             meta = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"checkpoint {path} has an unreadable meta.json: {exc}") from None
+    except OSError:
+        raise ConfigError(f"checkpoint {path} is incomplete: {folder} has no meta.json") from None
+    except ValueError:
+        raise ConfigError(f"checkpoint {path} is corrupt: its meta.json is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a shardwise checkpoint")
     if meta.get("version") != VERSION:
-        raise ConfigError(f"checkpoint {path} has format version {meta.get('version')}, this shardwise reads {VERSION}")
-    return meta
+        raise ConfigError(f"checkpoint {path} has format version {meta.get('version')}; this shardwise reads version {VERSION}")
+    return folder, meta
 
 
-def _optimizer_state_by_name(model, optimizer) -> dict:
-    """Full per-parameter state keyed by name, whatever the strategy holds locally."""
-    names = parameter_names(unwrap(model))
-    options = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    if hasattr(optimizer, "_shardwise_engine"):
-        return {"state": zero_state.gather_full_state(optimizer, names), "param_groups": options}
-    state = {names[id(p)]: {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in s.items()}
-             for p, s in optimizer.state.items()}
-    return {"state": state, "param_groups": options}
+def read_shards(path: str, folder: str, meta: dict) -> list[dict]:
+    shards = []
+    for name, expected in sorted(meta["files"].items()):
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            raise ConfigError(f"checkpoint {path} is incomplete: {name} is missing")
+        if _sha256(file) != expected:
+            raise ConfigError(f"checkpoint {path} is corrupt: {name} does not match its checksum")
+        try:
+            shards.append(torch.load(file, weights_only=True, map_location="cpu"))
+        except Exception as exc:  # unpickling refuses anything but tensors and plain data
+            raise ConfigError(f"checkpoint {path} is corrupt: {name} cannot be read ({str(exc).splitlines()[0]})") from None
+    return shards
 
 
-def _load_optimizer_state_by_name(model, optimizer, saved: dict) -> None:
-    module = unwrap(model)
-    by_name = dict(module.named_parameters())
-    unknown = [name for name in saved["state"] if name not in by_name]
-    if unknown:
-        raise ConfigError(f"checkpoint has optimizer state for '{unknown[0]}', which the model does not have")
-    if len(saved["param_groups"]) != len(optimizer.param_groups):
-        raise ConfigError(f"checkpoint has {len(saved['param_groups'])} optimizer parameter groups, "
-                          f"the optimizer has {len(optimizer.param_groups)}")
-    for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
-        group.update({k: v for k, v in saved_group.items() if k != "params"})
-    if hasattr(optimizer, "_shardwise_engine"):
-        zero_state.scatter_full_state(optimizer, parameter_names(module), saved["state"])
-        return
-    for name, param_state in saved["state"].items():
-        optimizer.state[by_name[name]] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in param_state.items()}
+def _write_file(file: str, write) -> str:
+    """Write, flush and fsync; return the file's SHA-256."""
+    with open(file, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return _sha256(file)
+
+
+def _sha256(file: str) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
+from ..checkpoint.io import read_full_state
 from ..data import load_corpus
 from ..models import GPT, GPTConfig
 from .parser import fail, positive_int
@@ -24,19 +24,22 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    checkpoint = os.path.join(args.run_dir, "checkpoint")
-    meta_path = os.path.join(checkpoint, "meta.json")
-    if not os.path.exists(meta_path):
-        fail(f"no checkpoint in {args.run_dir} (expected {meta_path})")
     if not args.temperature > 0:
         fail(f"--temperature must be positive, got {args.temperature}")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    checkpoint = os.path.join(args.run_dir, "checkpoint")
+    if not os.path.isdir(checkpoint):
+        checkpoint = args.run_dir  # a checkpoint folder given directly
+    state, meta = read_full_state(checkpoint)
+    if "model_config" not in meta["extra"]:
+        fail(f"{args.run_dir} holds no built-in GPT (its checkpoint has no model_config)")
     model = GPT(GPTConfig(**meta["extra"]["model_config"]))
     try:
-        model.load_state_dict(torch.load(os.path.join(checkpoint, "model.pt"), weights_only=True, map_location="cpu"))
-    except Exception as exc:
-        fail(f"checkpoint in {args.run_dir} is unreadable: {str(exc).splitlines()[0]}")
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        aliases = {n for n, p in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+        if set(missing) - aliases or unexpected:  # a tied parameter is saved once, under its first name
+            raise RuntimeError(f"missing {sorted(set(missing) - aliases)}, unexpected {sorted(unexpected)}")
+    except RuntimeError as exc:
+        fail(f"checkpoint in {args.run_dir} does not fit the built-in GPT: {str(exc).splitlines()[0]}")
     model.eval()
     corpus = load_corpus()
     prompt = corpus.encode(args.prompt)[None, :]

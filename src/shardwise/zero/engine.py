@@ -204,6 +204,18 @@ class ZeroEngine:
                 values[id(p)] = full[start:start + shape.numel()].view(shape).clone()
         return values
 
+    def load_full_parameters(self, values: dict[int, torch.Tensor]) -> None:
+        """Set every unit from full values (id(param) -> tensor), present on every rank: no communication."""
+        with torch.no_grad():
+            for unit in self.units:
+                flat = torch.zeros(unit.layout.padded_total, dtype=torch.float32)
+                for p, start, n in zip(unit.params, unit.layout.offsets, unit.layout.numels):
+                    flat[start:start + n] = values[id(p)].reshape(-1)
+                unit.master.copy_(flat[unit.lo:unit.hi])
+                unit.refresh_from_master()
+                if unit.full is not None:
+                    unit.full.copy_(flat)
+
     def state_tensors(self):
         for unit in self.units:
             yield from unit.state_tensors()
