@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {original}", file=sys.stderr)
             return USER_ERROR
         print(f"error: {exc}", file=sys.stderr)
+        hint = getattr(exc, "resume_hint", None)
+        if hint:
+            print(f"resume from the last checkpoint with: {hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

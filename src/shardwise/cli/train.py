@@ -30,6 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--layers", type=positive_int, default=DEFAULTS.model.n_layer)
     p.add_argument("--embd", type=positive_int, default=DEFAULTS.model.n_embd)
     p.add_argument("--heads", type=positive_int, default=DEFAULTS.model.n_head)
+    p.add_argument("--save-every", type=int, default=DEFAULTS.save_every, help="steps between checkpoints (0: end only)")
+    p.add_argument("--resume", default=None, help="run folder (or checkpoint folder) to continue from")
     p.add_argument("--out", default=DEFAULTS.out_dir, help="folder for run folders")
     p.add_argument("--run-dir", default=None, help="exact run folder (default: OUT/<time>-<strategy>-n<nproc>)")
     p.add_argument("--report", default=None, help="also write the JSON report here")
@@ -41,7 +43,8 @@ def add_parser(subparsers) -> None:
 def main(args) -> int:
     config = TrainConfig(
         strategy=args.strategy, nproc=args.nproc, steps=args.steps, seed=args.seed, global_batch=args.global_batch,
-        lr=args.lr, precision=args.precision, offload=args.offload, grad_clip=args.grad_clip, eval_every=args.eval_every, out_dir=args.out, run_dir=args.run_dir,
+        lr=args.lr, precision=args.precision, offload=args.offload, grad_clip=args.grad_clip, eval_every=args.eval_every,
+        save_every=args.save_every, resume=args.resume, out_dir=args.out, run_dir=args.run_dir,
         report=args.report, progress=not args.no_progress, timeout_s=args.timeout,
         model=GPTConfig(block_size=args.block_size, n_layer=args.layers, n_embd=args.embd, n_head=args.heads),
     )

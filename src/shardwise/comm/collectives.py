@@ -12,8 +12,48 @@ import pickle
 import torch
 import torch.distributed as dist
 
+from ..errors import ShardwiseError
+from ..runtime import env, progress
 from . import pairwise
 from .stats import PROCESS_STATS
+
+
+class CollectiveError(ShardwiseError, RuntimeError):
+    """A collective that could not complete: a peer died, or ranks disagree on what to send."""
+
+
+def _describe_failure(kind: str, exc: Exception) -> CollectiveError:
+    step = progress.current_step()
+    at = f" at step {step}" if step is not None else ""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CollectiveError(f"{kind} could not complete{at} within the {env.collective_timeout_s():g}s timeout "
+                           f"or lost a peer: another rank failed, or ranks disagree on what to communicate ({detail})")
+
+
+class Guarded:
+    """A collective's handle whose wait() reports failures as CollectiveError."""
+
+    def __init__(self, work, kind: str):
+        self._work, self._kind = work, kind
+
+    def wait(self) -> bool:
+        try:
+            self._work.wait()
+        except RuntimeError as exc:
+            if isinstance(exc, ShardwiseError):
+                raise
+            raise _describe_failure(self._kind, exc) from exc
+        return True
+
+
+def _guard(kind: str, call, async_op: bool):
+    try:
+        work = call()
+    except RuntimeError as exc:
+        if isinstance(exc, ShardwiseError):
+            raise
+        raise _describe_failure(kind, exc) from exc
+    return Guarded(work, kind) if async_op else None
 
 
 class Done:
@@ -51,7 +91,7 @@ def all_reduce(tensor: torch.Tensor, group=None, async_op: bool = False):
     PROCESS_STATS.record("all_reduce", _nbytes(tensor), n)
     if n == 1:
         return Done() if async_op else None
-    return dist.all_reduce(tensor, group=group, async_op=async_op)
+    return _guard("all_reduce", lambda: dist.all_reduce(tensor, group=group, async_op=async_op), async_op)
 
 
 def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, async_op: bool = False):
@@ -63,8 +103,8 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, a
             output.copy_(full_input)
         return Done() if async_op else None
     if _is_gloo(group):  # see [Note: gloo pairwise collectives]
-        return _maybe_wait(pairwise.reduce_scatter(output, full_input, group), async_op)
-    return dist.reduce_scatter_single(output, full_input, group=group, async_op=async_op)
+        return _guard("reduce_scatter", lambda: _maybe_wait(pairwise.reduce_scatter(output, full_input, group), async_op), async_op)
+    return _guard("reduce_scatter", lambda: dist.reduce_scatter_single(output, full_input, group=group, async_op=async_op), async_op)
 
 
 def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async_op: bool = False):
@@ -76,8 +116,8 @@ def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async
             full_output.copy_(shard)
         return Done() if async_op else None
     if _is_gloo(group):  # see [Note: gloo pairwise collectives]
-        return _maybe_wait(pairwise.all_gather(full_output, shard, group), async_op)
-    return dist.all_gather_single(full_output, shard, group=group, async_op=async_op)
+        return _guard("all_gather", lambda: _maybe_wait(pairwise.all_gather(full_output, shard, group), async_op), async_op)
+    return _guard("all_gather", lambda: dist.all_gather_single(full_output, shard, group=group, async_op=async_op), async_op)
 
 
 def broadcast(tensor: torch.Tensor, src: int = 0, group=None, async_op: bool = False):
@@ -86,17 +126,19 @@ def broadcast(tensor: torch.Tensor, src: int = 0, group=None, async_op: bool = F
     PROCESS_STATS.record("broadcast", _nbytes(tensor), n)
     if n == 1:
         return Done() if async_op else None
-    return dist.broadcast(tensor, src=src, group=group, async_op=async_op)
+    return _guard("broadcast", lambda: dist.broadcast(tensor, src=src, group=group, async_op=async_op), async_op)
 
 
 def send(tensor: torch.Tensor, dst: int, group=None, tag: int = 0) -> None:
     PROCESS_STATS.record("send", _nbytes(tensor), group_size(group))
-    dist.send(tensor, dst=dst, group=group, tag=tag)
+    _guard("send", lambda: dist.send(tensor, dst=dst, group=group, tag=tag), False)
 
 
 def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0) -> int:
     PROCESS_STATS.record("recv", _nbytes(tensor), group_size(group))
-    return dist.recv(tensor, src=src, group=group, tag=tag)
+    sender = []
+    _guard("recv", lambda: sender.append(dist.recv(tensor, src=src, group=group, tag=tag)), False)
+    return sender[0]
 
 
 def all_gather_object(obj, group=None) -> list:
@@ -106,11 +148,11 @@ def all_gather_object(obj, group=None) -> list:
     if n == 1:
         return [obj]
     gathered = [None] * n
-    dist.all_gather_object(gathered, obj, group=group)
+    _guard("all_gather_object", lambda: dist.all_gather_object(gathered, obj, group=group), False)
     return gathered
 
 
 def barrier(group=None) -> None:
     """Wait until every rank of the group arrives (no payload, counted as nothing)."""
     if group_size(group) > 1:
-        dist.barrier(group=group)
+        _guard("barrier", lambda: dist.barrier(group=group), False)

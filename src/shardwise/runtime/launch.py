@@ -19,7 +19,7 @@ import time
 import traceback
 
 from ..errors import WorkerError
-from . import env, procs
+from . import env, procs, progress
 
 _GRACE_S = 2.0
 _COLLATERAL_TYPES = {"DistBackendError", "DistNetworkError", "DistError", "DistStoreError"}
@@ -69,6 +69,7 @@ def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout
 def _collect(workers, results_queue, timeout_s: float) -> list:
     nproc = len(workers)
     results: dict[int, object] = {}
+    steps: dict[int, int] = {}
     failures: list[tuple[float, int, str, str, str, object]] = []
     deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
     first_failure_at = None
@@ -92,7 +93,9 @@ def _collect(workers, results_queue, timeout_s: float) -> list:
                 failures.append((time.monotonic(), rank, "died", _exit_description(p.exitcode), "", None))
                 first_failure_at = first_failure_at or time.monotonic()
             continue
-        if kind == "ok":
+        if kind == "step":
+            steps[rank] = payload
+        elif kind == "ok":
             results[rank] = pickle.loads(payload)
         else:
             type_name, message, tb_text, original = payload
@@ -101,11 +104,13 @@ def _collect(workers, results_queue, timeout_s: float) -> list:
     if not failures:
         return [results[r] for r in range(nproc)]
     _, rank, type_name, message, tb_text, original = _root_cause(failures)
+    at = f" at step {steps[rank]}" if rank in steps else ""
     if type_name == "died":
-        error = WorkerError(f"rank {rank} died ({message})")
+        error = WorkerError(f"rank {rank} died ({message}){at}")
     else:
-        error = WorkerError(f"rank {rank} failed: {type_name}: {message}")
+        error = WorkerError(f"rank {rank} failed{at}: {type_name}: {message}")
     error.rank = rank
+    error.step = steps.get(rank)
     error.original = _unpickle_or_none(original)
     raise error from (RemoteTraceback(tb_text) if tb_text else None)
 
@@ -146,6 +151,7 @@ def _rank_main(fn, args, rank, rank_env, backend, threads, collective_timeout_s,
     if collective_timeout_s is not None:
         os.environ[env.TIMEOUT_ENV] = str(collective_timeout_s)
     torch.set_num_threads(threads)
+    progress.attach(results_queue, rank)
     try:
         env.init(backend)
         result = fn(*args)

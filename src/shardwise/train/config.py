@@ -38,6 +38,10 @@ class TrainConfig:
     """Steps between validation-loss estimates (and at the end)."""
     eval_batches: int = 8
     """Validation batches per estimate, split over ranks."""
+    save_every: int = 100
+    """Steps between checkpoints (and one at the end); 0: only at the end."""
+    resume: str | None = None
+    """Run folder or checkpoint folder to continue from (any strategy and world size)."""
     out_dir: str = "runs"
     """Folder under which the run folder is made."""
     run_dir: str | None = None
@@ -52,6 +56,8 @@ class TrainConfig:
     """The GPT's shape."""
 
     def validate(self) -> None:
+        if self.save_every < 0:
+            raise ConfigError(f"--save-every must be at least 0, got {self.save_every}")
         for name in ("nproc", "steps", "global_batch", "eval_every", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

@@ -6,6 +6,7 @@ import os
 import time
 
 from ..data import BatchSampler, load_corpus
+from ..errors import ConfigError, WorkerError
 from ..runtime.launch import launch
 from .config import TrainConfig
 from .loop import train_rank
@@ -17,14 +18,30 @@ def run_training(config: TrainConfig) -> tuple[dict, str]:
     config.validate()
     corpus = load_corpus()  # built once here, so ranks find it cached
     BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.nproc, config.seed)
+    if config.run_dir is None and config.resume:
+        config.run_dir = os.path.dirname(os.path.abspath(config.resume)) if os.path.isfile(
+            os.path.join(config.resume, "LATEST")) else config.resume
+    if config.resume and not os.path.exists(config.resume):
+        raise ConfigError(f"no checkpoint at {config.resume}")
     if config.run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config.run_dir = os.path.join(config.out_dir, f"{stamp}-{config.strategy}-n{config.nproc}")
     os.makedirs(config.run_dir, exist_ok=True)
-    per_rank = launch(train_rank, config.nproc, args=(config,), timeout_s=None, collective_timeout_s=config.timeout_s)
+    try:
+        per_rank = launch(train_rank, config.nproc, args=(config,), timeout_s=None, collective_timeout_s=config.timeout_s)
+    except WorkerError as error:
+        error.resume_hint = resume_hint(config)
+        raise
     report = build_report(config, per_rank)
     write_report(report, os.path.join(config.run_dir, "report.json"))
     if config.report:
         write_report(report, config.report)
     plot_losses(report, os.path.join(config.run_dir, "loss.png"))
     return report, config.run_dir
+
+
+def resume_hint(config: TrainConfig) -> str | None:
+    """The command that continues from the last checkpoint, if one was written."""
+    if not os.path.exists(os.path.join(config.run_dir, "checkpoint", "LATEST")):
+        return None
+    return f"shardwise train --resume {config.run_dir} --steps {config.steps} --strategy {config.strategy} --nproc {config.nproc}"

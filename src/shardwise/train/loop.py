@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import resource
 import statistics
 import time
@@ -10,10 +11,11 @@ import time
 import torch
 
 from .. import comm
-from ..checkpoint import save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import ConfigError
 from ..data import BatchSampler, load_corpus, random_eval_batches
 from ..models import GPT, lm_loss
-from ..runtime import env
+from ..runtime import env, progress
 from ..strategy.state import model_state_bytes
 from ..strategy.wrap import wrap
 from .config import TrainConfig
@@ -46,10 +48,24 @@ def train_rank(config: TrainConfig) -> dict:
     model, optimizer = wrap(model, build_optimizer(model, config), strategy=strategy)
     autocast = _autocast(config, strategy)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    bar = _progress_bar(config) if rank == 0 and config.progress else None
+    start_step = 0
+    if config.resume:
+        extra = load_checkpoint(checkpoint_dir(config.resume), model, optimizer)
+        start_step = int(extra.get("step", 0))
+        base_lrs = extra.get("base_lrs", base_lrs)
+        for key in ("seed", "global_batch"):
+            if key in extra and extra[key] != getattr(config, key):
+                raise ConfigError(f"checkpoint was trained with --{key.replace('_', '-')} {extra[key]}; "
+                                  f"resume with the same value (got {getattr(config, key)})")
+        if start_step >= config.steps:
+            raise ConfigError(f"checkpoint is at step {start_step}; give --steps above it to continue")
+    bar = _progress_bar(config, start_step) if rank == 0 and config.progress else None
     tokens_per_step = config.global_batch * config.model.block_size
     losses, step_times, step_bytes, evals = [], [], [], []
-    for step in range(config.steps):
+    extra = {"model_config": config.model.__dict__, "base_lrs": base_lrs, "seed": config.seed,
+             "global_batch": config.global_batch}
+    for step in range(start_step, config.steps):
+        progress.report_step(step)
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * lr_factor(step, config)
         x, y = sampler.batch(step)
@@ -68,6 +84,8 @@ def train_rank(config: TrainConfig) -> dict:
         losses.append(loss.item())
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             evals.append((step + 1, evaluate(model, corpus, config)))
+        if config.run_dir and (step + 1 == config.steps or config.save_every and (step + 1) % config.save_every == 0):
+            save_checkpoint(checkpoint_dir(config.run_dir), model, optimizer, extra={**extra, "step": step + 1})
         if bar is not None:
             bar.update(1)
             postfix = {"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens_per_step / step_times[-1]:,.0f}",
@@ -78,10 +96,8 @@ def train_rank(config: TrainConfig) -> dict:
     if bar is not None:
         bar.close()
     state_bytes = model_state_bytes(model, optimizer)
-    if config.run_dir:
-        save_checkpoint(f"{config.run_dir}/checkpoint", model, optimizer,
-                        extra={"step": config.steps, "model_config": config.model.__dict__, "sampler": sampler.state_dict()})
     return {
+        "start_step": start_step,
         "rank": rank,
         "local_losses": losses,
         "step_times": step_times,
@@ -123,7 +139,14 @@ def evaluate(model: torch.nn.Module, corpus, config: TrainConfig) -> float:
     return (total[0] / total[1]).item()
 
 
-def _progress_bar(config: TrainConfig):
+def checkpoint_dir(path: str) -> str:
+    """A run folder's checkpoint, or the path itself if it is a checkpoint folder."""
+    inside = os.path.join(path, "checkpoint")
+    return inside if os.path.isdir(inside) or not os.path.exists(os.path.join(path, "LATEST")) else path
+
+
+def _progress_bar(config: TrainConfig, start_step: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=config.steps, desc=f"train {config.strategy} x{config.nproc}", unit="step", dynamic_ncols=True)
+    return tqdm(total=config.steps, initial=start_step, desc=f"train {config.strategy} x{config.nproc}",
+                unit="step", dynamic_ncols=True)

@@ -12,16 +12,18 @@ from .config import TrainConfig
 def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
     """Global-batch mean loss per step (equal slices: the mean of rank means), medians, per-rank lists."""
     world = len(per_rank)
-    losses = [sum(r["local_losses"][s] for r in per_rank) / world for s in range(config.steps)]
+    steps = len(per_rank[0]["local_losses"])
+    losses = [sum(r["local_losses"][s] for r in per_rank) / world for s in range(steps)]
     # A step is as slow as its slowest rank.
-    step_times = [max(r["step_times"][s] for r in per_rank) for s in range(config.steps)]
+    step_times = [max(r["step_times"][s] for r in per_rank) for s in range(steps)]
     measured = step_times[1:] or step_times  # the first step pays for warm-up
     step_time = statistics.median(measured)
     tokens_per_step = config.global_batch * config.model.block_size
     return {
         "strategy": config.strategy,
         "world_size": world,
-        "steps": config.steps,
+        "steps": steps,
+        "start_step": per_rank[0]["start_step"],
         "losses": losses,
         "val_losses": [{"step": s, "loss": v} for s, v in per_rank[0]["evals"]],
         "step_time_s": step_time,
