@@ -1,6 +1,7 @@
 """Memory per rank of shardwise DDP and ZeRO stages 1-3 on a 100M-parameter model, against ZeRO's formulas.
 
-    python benchmarks/zero_memory.py [--nproc 4] [--width 2048 --depth 24 | --params-million 100] [--steps 3] [--json PATH] [--tiny]
+    python benchmarks/zero_memory.py [--nproc 4] [--width 2048 --depth 24 | --params-million 100]
+                                     [--steps 3] [--mmap-threshold BYTES] [--json PATH] [--tiny]
 
 Each strategy runs in its own `sw.launch` (fresh processes), so a process's peak RSS belongs to
 one strategy. Every rank first takes one step of the strategy on a throwaway tiny model (see
@@ -16,14 +17,19 @@ a few rows). Two things make it differ from the model-state bytes the strategy h
 - The model is first built whole on every rank and only then sharded by `wrap`, so the peak
   includes the full fp32 model (4Ψ bytes) plus what `wrap` allocates while it still exists.
   Under stage 3, where the steady state is only 16Ψ/N, that moment can dominate the peak.
-  Hence "after wrap" = current RSS after training - RSS before the model: what stays.
+  Hence two more columns: "peak by end of wrap" (the high-water mark when `wrap` returns, minus
+  RSS before the model: if it is below the final peak, the high point came in training, not
+  from the whole model built first) and "after wrap" (current RSS after training minus RSS
+  before the model: what stays).
 - Memory freed by PyTorch goes back to glibc's malloc, which returns large blocks (mmap) to the
   OS at once but keeps smaller ones (heap) for reuse, and raises its mmap threshold (up to 32 MiB)
   after each large free. "after trim" is the current RSS after `malloc_trim(0)`, which hands
-  unused heap back: the closest RSS gets to what is live.
+  unused heap back: the closest RSS gets to what is live. `--mmap-threshold BYTES` sets glibc's
+  MALLOC_MMAP_THRESHOLD_ in the ranks (a fixed threshold: every block above it is mmapped and
+  returned on free), so that the peak too shows live memory rather than what malloc retained.
 
-ZeRO's formulas for mixed-free fp32 Adam, Ψ parameters, N ranks (Rajbhandari et al., SC20, §5):
-DDP 16Ψ; stage 1 8Ψ + 8Ψ/N; stage 2 4Ψ + 12Ψ/N; stage 3 16Ψ/N + the largest unit gathered
+ZeRO's formulas for Adam all in fp32 (no mixed precision), Ψ parameters, N ranks (Rajbhandari
+et al., SC20, §5): DDP 16Ψ; stage 1 8Ψ + 8Ψ/N; stage 2 4Ψ + 12Ψ/N; stage 3 16Ψ/N + the largest unit gathered
 whole for compute (4 bytes x its parameters).
 """
 
@@ -34,6 +40,7 @@ import ctypes
 import ctypes.util
 import gc
 import json
+import os
 import platform
 import resource
 import sys
@@ -151,7 +158,7 @@ def summarize_rank(strategy: str, measured: dict, params: int, world_size: int, 
         **measured,
         "peak_rss": peak,
         "model_state_part_peak": peak - before,
-        "model_state_part_peak_before_training": measured["peak_rss_bytes"]["after_wrap"] - before,
+        "model_state_part_peak_by_end_of_wrap": measured["peak_rss_bytes"]["after_wrap"] - before,
         "model_state_part_after_wrap": measured["rss_bytes"]["after_training"] - before,
         "model_state_part_after_trim": measured["rss_bytes"]["after_trim"] - before,
         "formula_bytes": formula_bytes(strategy, params, world_size, largest_unit),
@@ -171,7 +178,7 @@ def markdown_table(results: dict) -> str:
                 str(r["rank"]),
                 f"{r['peak_rss'] / MB:.0f}",
                 f"{r['model_state_part_peak'] / MB:.0f}",
-                f"{r['model_state_part_peak_before_training'] / MB:.0f}",
+                f"{r['model_state_part_peak_by_end_of_wrap'] / MB:.0f}",
                 f"{r['model_state_part_after_wrap'] / MB:.0f}",
                 f"{r['model_state_part_after_trim'] / MB:.0f}",
                 f"{r['model_state_bytes'] / MB:.0f}",
@@ -208,6 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="rows per rank per step (default 8)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default all four)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mmap-threshold", type=int, default=None, metavar="BYTES",
+                        help="set glibc's MALLOC_MMAP_THRESHOLD_ in the ranks (e.g. 1048576); default: glibc's own")
     parser.add_argument("--tiny", action="store_true", help="a small model on 2 ranks: a smoke test")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the numbers here")
     args = parser.parse_args(argv)
@@ -232,6 +241,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     params = parameter_count(args.width, args.depth)
     largest_unit = args.width * args.width + args.width  # stage 3: one Linear per unit
+    if args.mmap_threshold is not None:  # read by glibc at start-up of each spawned rank
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     results = {}
     for strategy in args.strategies:  # one launch each: a fresh peak RSS per strategy
         config = MemoryConfig(strategy, args.width, args.depth, args.steps, args.batch, args.seed)
@@ -247,6 +258,7 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "batch": args.batch,
         "tiny": args.tiny,
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "torch_version": torch.__version__,
         "shardwise_version": sw.__version__,
         "machine": platform.machine(),
@@ -255,8 +267,9 @@ def main(argv=None) -> int:
     }
     print(
         f"MLP {args.depth}x{args.width}, {params / 1e6:.1f}M parameters (Ψ), fp32 Adam, {args.nproc} ranks, "
-        f"{args.steps} steps of {args.batch} rows/rank; model-state part = RSS minus RSS before the model "
-        "(see [Note: what RSS shows])"
+        f"{args.steps} steps of {args.batch} rows/rank; MALLOC_MMAP_THRESHOLD_="
+        f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset (glibc default)')}; "
+        "model-state part = RSS minus RSS before the model (see [Note: what RSS shows])"
     )
     print(markdown_table(results))
     if check is not None:

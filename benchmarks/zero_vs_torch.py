@@ -219,9 +219,11 @@ def bench_model_on_rank(case: ModelCase, config: BenchConfig, mesh) -> dict:
     seconds = interleaved_timing(steps, repeats=config.steps, warmup=config.warmup, barrier=dist.barrier)
     phases = {name: clocks[name].last(config.steps) for name in VARIANTS}
 
-    # One more identical step each: memory held at its peak point, then the parity check.
+    # One more identical step each, measured while gradients are held; then the parity check.
     extra_batch = batches[(config.warmup + config.steps) % len(batches)]
-    held_bytes = {name: _measured_step(case, model, optimizer, extra_batch, name) for name, (model, optimizer) in built.items()}
+    held_bytes = {
+        name: _measured_step(case, model, optimizer, extra_batch, name) for name, (model, optimizer) in built.items()
+    }
     reference = full_state(BASELINE, built[BASELINE][0])
     differences = {name: max_abs_difference(full_state(name, built[name][0]), reference) for name in VARIANTS}
 
@@ -250,9 +252,8 @@ def bench_model_on_rank(case: ModelCase, config: BenchConfig, mesh) -> dict:
         if name in SHARDWISE_STRATEGIES:
             timed = [r["comm"][name][config.warmup:] for r in everyone]  # per rank, per timed step
             entry["comm_bytes_per_step"] = [median([s["total"] for s in per_rank]) for per_rank in timed]
-            entry["comm_bytes_per_step_by_kind"] = {
-                kind: median([s[kind] for s in timed[0]]) for kind in timed[0][0] if kind != "total" and timed[0][0][kind]
-            }
+            kinds = [kind for kind, moved in timed[0][0].items() if kind != "total" and moved]
+            entry["comm_bytes_per_step_by_kind"] = {kind: median([s[kind] for s in timed[0]]) for kind in kinds}
             entry["ideal_comm_bytes_per_step"] = ideal_comm_bytes(name, params, world_size)
         results[name] = entry
     return {
