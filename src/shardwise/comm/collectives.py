@@ -94,8 +94,12 @@ def all_reduce(tensor: torch.Tensor, group=None, async_op: bool = False):
     return _guard("all_reduce", lambda: dist.all_reduce(tensor, group=group, async_op=async_op), async_op)
 
 
-def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, async_op: bool = False):
-    """Sum `full_input` over the group; rank r receives slice r into `output` (1/N of it)."""
+def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, async_op: bool = False,
+                   scratch: torch.Tensor | None = None):
+    """Sum `full_input` over the group; rank r receives slice r into `output` (1/N of it).
+
+    `scratch` (optional, gloo): room for the chunks received from peers, to avoid allocating.
+    """
     n = group_size(group)
     PROCESS_STATS.record("reduce_scatter", _nbytes(full_input), n)
     if n == 1:
@@ -103,7 +107,7 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, a
             output.copy_(full_input)
         return Done() if async_op else None
     if _is_gloo(group):  # see [Note: gloo pairwise collectives]
-        return _guard("reduce_scatter", lambda: _maybe_wait(pairwise.reduce_scatter(output, full_input, group), async_op), async_op)
+        return _guard("reduce_scatter", lambda: _maybe_wait(pairwise.reduce_scatter(output, full_input, group, scratch), async_op), async_op)
     return _guard("reduce_scatter", lambda: dist.reduce_scatter_single(output, full_input, group=group, async_op=async_op), async_op)
 
 

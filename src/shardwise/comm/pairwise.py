@@ -42,18 +42,22 @@ def _peers(group):
     return me, [(j, dist.get_global_rank(group, j) if group is not None else j) for j in order]
 
 
-def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None) -> PairwiseWork:
+def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, scratch: torch.Tensor | None = None) -> PairwiseWork:
     """output := sum over ranks of chunk `my_rank` of `full_input` (1D, numel divisible by N).
 
-    `output` may be this rank's own chunk of `full_input` (in place).
+    `output` may be this rank's own chunk of `full_input` (in place). `scratch`, if given, holds
+    the (N-1) received chunks (at least (N-1)/N of the input's elements), else they are allocated.
     """
     n = dist.get_world_size(group)
     chunks = full_input.chunk(n)
     me, peers = _peers(group)
+    chunk = chunks[me].numel()
+    if scratch is None:
+        scratch = torch.empty((n - 1) * chunk, dtype=full_input.dtype, device=full_input.device)
     received = {}
     requests = []
-    for j, peer in peers:
-        received[j] = torch.empty_like(chunks[me])
+    for k, (j, peer) in enumerate(peers):
+        received[j] = scratch[k * chunk:(k + 1) * chunk]
         requests.append(dist.isend(chunks[j], peer, group=group))
         requests.append(dist.irecv(received[j], peer, group=group))
 

@@ -40,7 +40,7 @@ class ZeRO:
     """Dtype gradients are reduced in; None: fp32."""
     unit_modules: tuple = ()
     """Stage 3: module classes that each form a unit; default: members of ModuleList/Sequential."""
-    max_inflight: int = 2
+    max_inflight: int = 1
     """Reduce-scatters in flight before the oldest is awaited (bounds gradient memory)."""
 
     def __post_init__(self):

@@ -26,6 +26,8 @@ from ..errors import ConfigError
 from ..flat.buckets import plan_buckets
 from ..strategy.prepare import parameter_names, unique_parameters
 from .config import ZeRO, as_dtype
+from ..flat.layout import FlatLayout
+from .buffers import BufferPool, GatherSlots
 from .flat_unit import FlatUnit
 from .scaler import DynamicLossScaler
 from .units import assign_parameters, unit_modules
@@ -69,29 +71,50 @@ class ZeroEngine:
         self.on_unit_grads_done = None  # stage 3: reshard a unit once its gradients are taken
         self.on_backward_end = None
 
-    def _make_unit(self, params: list[nn.Parameter]) -> FlatUnit:
-        return FlatUnit(len(self._units_so_far), params, self.group, self.rank, self.world_size, stage=self.stage,
-                        param_dtype=self.param_dtype, reduce_dtype=self.reduce_dtype, master_device=self.master_device)
-
     def _build_units(self, trainable: list[nn.Parameter]) -> list[FlatUnit]:
-        self._units_so_far: list[FlatUnit] = []
+        """Decide which parameters form each unit, then make the buffers they share and the units."""
         if self.stage < 3:
             backward_order = list(reversed(trainable))
             sizes = [p.numel() * 4 for p in backward_order]
-            for indices in plan_buckets(sizes, int(self.config.bucket_mb * MB)):
-                self._units_so_far.append(self._make_unit([backward_order[i] for i in indices]))
-            return self._units_so_far
-        modules = unit_modules(self.module, self.config.unit_modules)
-        root_params, per_module = assign_parameters(trainable, modules)
+            plan = [[backward_order[i] for i in indices] for indices in plan_buckets(sizes, int(self.config.bucket_mb * MB))]
+            root_params, module_params = [], []
+        else:
+            modules = unit_modules(self.module, self.config.unit_modules)
+            root_params, per_module = assign_parameters(trainable, modules)
+            module_params = [(m, params) for m, params in zip(modules, per_module) if params]
+            plan = ([root_params] if root_params else []) + [params for _, params in module_params]
+        largest = max(FlatLayout(tuple(p.numel() for p in params), self.world_size).padded_total for params in plan)
+        # See [Note: buffer reuse]. Stages 1-2 allocate per backward instead: their buckets are
+        # large and few, and buffers kept between steps would break their memory formulas.
+        keep = self.config.max_inflight + 1 if self.stage == 3 else 0
+        grad_pool = BufferPool(largest, self.reduce_dtype, self.device, keep)
+        scratch_pool = BufferPool((self.world_size - 1) * (largest // self.world_size), self.reduce_dtype, self.device, keep)
+        self.pools = [grad_pool, scratch_pool]
+        slots = None
+        if self.stage == 3 and module_params:
+            slots = GatherSlots(max(2, self.config.prefetch + 1), largest, self.param_dtype, self.device)
+        self.slots = slots
+        units: list[FlatUnit] = []
+
+        def make(params, gather_buffer=None) -> FlatUnit:
+            unit = FlatUnit(len(units), params, self.group, self.rank, self.world_size, stage=self.stage,
+                            param_dtype=self.param_dtype, reduce_dtype=self.reduce_dtype, master_device=self.master_device,
+                            gather_buffer=gather_buffer, grad_pool=grad_pool, scratch_pool=scratch_pool)
+            units.append(unit)
+            return unit
+
+        if self.stage < 3:
+            for params in plan:
+                make(params)
+            return units
         if root_params:
-            self.root_unit = self._make_unit(root_params)
-            self._units_so_far.append(self.root_unit)
-        for m, params in zip(modules, per_module):
-            if params:
-                unit = self._make_unit(params)
-                self._units_so_far.append(unit)
-                self.module_units[m] = unit
-        return self._units_so_far
+            self.root_unit = make(root_params)
+        for position, (m, params) in enumerate(module_params):
+            slot = slots.slot_of(position)
+            unit = make(params, slots.buffers[slot])
+            unit.slot = slot
+            self.module_units[m] = unit
+        return units
 
     # --- backward -------------------------------------------------------------------------
 
@@ -213,12 +236,21 @@ class ZeroEngine:
                     flat[start:start + n] = values[id(p)].reshape(-1)
                 unit.master.copy_(flat[unit.lo:unit.hi])
                 unit.refresh_from_master()
-                if unit.full is not None:
+                if unit.gathered:
                     unit.full.copy_(flat)
+
+    def buffer_bytes(self) -> int:
+        """Bytes of the reused communication buffers (stage 3: gather slots, root buffer, pools)."""
+        slots = [b for b in (self.slots.buffers if self.slots else [])]
+        root = [self.root_unit.full] if self.root_unit is not None and self.stage == 3 else []
+        held = [b for pool in self.pools for b in pool.held()]
+        return sum(t.numel() * t.element_size() for t in slots + root + held)
 
     def state_tensors(self):
         for unit in self.units:
             yield from unit.state_tensors()
+        for pool in self.pools:
+            yield from pool.held()
         for p in unique_parameters(self.module):
             if not p.requires_grad:
                 yield p

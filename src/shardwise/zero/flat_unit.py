@@ -21,7 +21,8 @@ from ..flat.layout import FlatLayout
 
 class FlatUnit:
     def __init__(self, index: int, params: list[nn.Parameter], group, rank: int, world_size: int, *,
-                 stage: int, param_dtype: torch.dtype, reduce_dtype: torch.dtype, master_device: torch.device):
+                 stage: int, param_dtype: torch.dtype, reduce_dtype: torch.dtype, master_device: torch.device,
+                 gather_buffer: torch.Tensor | None = None, grad_pool=None, scratch_pool=None):
         self.index = index
         self.params = params
         self.shapes = [p.shape for p in params]
@@ -34,16 +35,31 @@ class FlatUnit:
         self.param_dtype = param_dtype
         self.reduce_dtype = reduce_dtype
         self.pieces = self.layout.pieces(rank)
+        self.grad_pool, self.scratch_pool = grad_pool, scratch_pool  # see [Note: buffer reuse]
+        self.slot: int | None = None  # stage 3: which gather slot this unit uses (None: its own buffer)
+        self.in_use = False  # stage 3: gathered for a forward or backward that is running
 
         initial = torch.zeros(self.layout.padded_total, dtype=torch.float32, device=self.device)  # 1D, padded
         with torch.no_grad():
             for p, start in zip(params, self.layout.offsets):
                 initial[start:start + p.numel()].copy_(p.detach().reshape(-1))
         separate_master = param_dtype != torch.float32 or master_device != self.device
-        self.full: torch.Tensor | None = initial.to(param_dtype) if param_dtype != torch.float32 else initial
-        self.master = initial[self.lo:self.hi].to(master_device, copy=True) if separate_master else self.full[self.lo:self.hi]
-        self.shard = self.full[self.lo:self.hi]
+        if stage == 3:
+            self.shard = initial[self.lo:self.hi].to(param_dtype, copy=True)
+            self.full = gather_buffer[:self.layout.padded_total] if gather_buffer is not None else \
+                torch.empty(self.layout.padded_total, dtype=param_dtype, device=self.device)
+            self.master = initial[self.lo:self.hi].to(master_device, copy=True) if separate_master else self.shard
+            self.gathered = True
+            self.free_full()
+        else:
+            self.full = initial.to(param_dtype) if param_dtype != torch.float32 else initial
+            self.shard = self.full[self.lo:self.hi]
+            self.master = initial[self.lo:self.hi].to(master_device, copy=True) if separate_master else self.shard
+            self.gathered = True
+            self._point_params_at_full()
         self.grad_full: torch.Tensor | None = None
+        self._grad_buffer: torch.Tensor | None = None  # the pooled buffer grad_full is a view of
+        self._scratch: torch.Tensor | None = None
         if stage == 1:  # stage 1 keeps the full gradient buffer; its own chunk can be the grad shard
             self.grad_full = torch.zeros(self.layout.padded_total, dtype=reduce_dtype, device=self.device)
         if stage == 1 and reduce_dtype == torch.float32 and master_device == self.device:
@@ -54,13 +70,6 @@ class FlatUnit:
         self.has_grad = [False] * len(params)  # per parameter: its slot in grad_full holds data
         self.ready: set[int] = set()
         self.work = None
-        if stage == 3:
-            self.shard = self.shard.clone()
-            if not separate_master:
-                self.master = self.shard
-            self.free_full()
-        else:
-            self._point_params_at_full()
 
     # --- parameters -------------------------------------------------------------------------
 
@@ -69,8 +78,8 @@ class FlatUnit:
             p.data = self.full[start:start + n].view(shape)
 
     def gather(self, async_op: bool = True):
-        """All-gather the full parameters into a new buffer (stage 3); returns the handle."""
-        self.full = torch.empty(self.layout.padded_total, dtype=self.param_dtype, device=self.device)
+        """All-gather the full parameters into this unit's gather buffer (stage 3); returns the handle."""
+        self.gathered = True
         return comm.all_gather(self.full, self.shard, group=self.group, async_op=async_op)
 
     def use_full(self) -> None:
@@ -78,10 +87,11 @@ class FlatUnit:
         self._point_params_at_full()
 
     def free_full(self) -> None:
-        """Drop the full parameters (stage 3); parameters become empty until the next gather."""
+        """Free the full parameters' memory (stage 3); parameters are empty until the next gather."""
         for p in self.params:
             p.data = torch.empty(0, dtype=self.param_dtype, device=self.device)
-        self.full = None
+        self.gathered = False
+        self.in_use = False
 
     def refresh_from_master(self) -> None:
         """After the optimizer step: the compute shard follows the fp32 master (if separate)."""
@@ -98,7 +108,9 @@ class FlatUnit:
         """Move a parameter's fresh `.grad` into this unit's flat gradient buffer."""
         param = self.params[position]
         if self.grad_full is None:
-            self.grad_full = torch.zeros(self.layout.padded_total, dtype=self.reduce_dtype, device=self.device)
+            self._grad_buffer = self.grad_pool.acquire()
+            self.grad_full = self._grad_buffer[:self.layout.padded_total]
+            self.grad_full[self.layout.total:].zero_()  # padding; every parameter's slot is written by copy_
             self.has_grad = [False] * len(self.params)
         start, n = self.layout.offsets[position], self.layout.numels[position]
         slot = self.grad_full[start:start + n].view(self.shapes[position])
@@ -112,7 +124,8 @@ class FlatUnit:
     def start_reduce(self) -> None:
         """Reduce-scatter the gradient buffer; this rank's sum lands in its own chunk, in place."""
         own = self.grad_full[self.lo:self.hi]
-        self.work = comm.reduce_scatter(own, self.grad_full, group=self.group, async_op=True)
+        self._scratch = self.scratch_pool.acquire()
+        self.work = comm.reduce_scatter(own, self.grad_full, group=self.group, async_op=True, scratch=self._scratch)
 
     def finish_reduce(self, keep_full: bool) -> None:
         """Wait for the reduce-scatter and add the averaged chunk to `grad_shard`."""
@@ -128,8 +141,11 @@ class FlatUnit:
         self.grad_fresh = False
         self.ready.clear()
         self.has_grad = [False] * len(self.params)
+        self.scratch_pool.release(self._scratch)
+        self._scratch = None
         if not keep_full:
-            self.grad_full = None
+            self.grad_pool.release(self._grad_buffer)
+            self.grad_full = self._grad_buffer = None
 
     def zero_grad(self) -> None:
         self.grad_fresh = True
@@ -147,7 +163,6 @@ class FlatUnit:
         yield self.master
         yield self.shard
         yield self.grad_shard
-        if self.full is not None:
-            yield self.full
+        yield self.full  # stages 1-2: the parameters; stage 3: the gather slot (shared, counted once)
         if self.grad_full is not None:
             yield self.grad_full

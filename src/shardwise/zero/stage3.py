@@ -24,6 +24,7 @@ from .flat_unit import FlatUnit
 class Stage3Schedule:
     def __init__(self, engine: ZeroEngine):
         self.engine = engine
+        self.slots = engine.slots
         self.prefetch = engine.config.prefetch
         self.pending: dict[int, object] = {}  # unit index -> gather in flight
         self.forward_order: list[FlatUnit] = list(engine.module_units.values())
@@ -38,18 +39,31 @@ class Stage3Schedule:
     # --- gathering ---------------------------------------------------------------------------
 
     def gathered(self, unit: FlatUnit) -> bool:
-        return unit.full is not None
+        return unit.gathered
 
-    def start_gather(self, unit: FlatUnit) -> None:
-        if not self.gathered(unit) and unit.index not in self.pending:
-            self.pending[unit.index] = unit.gather(async_op=True)
+    def start_gather(self, unit: FlatUnit, prefetch: bool = True) -> None:
+        """Start gathering `unit` into its slot; a prefetch gives way if the slot is taken."""
+        if self.gathered(unit) or unit.index in self.pending:
+            return
+        if unit.slot is not None:
+            holder = self.slots.occupant[unit.slot]
+            if holder is not None and holder is not unit and self.gathered(holder):
+                if prefetch:
+                    return
+                if holder.in_use:
+                    raise RuntimeError(f"stage 3: unit {unit.index} needs gather slot {unit.slot}, held by unit "
+                                       f"{holder.index} which is still in use; run with a larger ZeRO(prefetch=...)")
+                self.reshard(holder)  # only prefetched: it will be gathered again when needed
+            self.slots.occupant[unit.slot] = unit
+        self.pending[unit.index] = unit.gather(async_op=True)
 
     def ensure_gathered(self, unit: FlatUnit) -> None:
-        self.start_gather(unit)
+        self.start_gather(unit, prefetch=False)
         work = self.pending.pop(unit.index, None)
         if work is not None:
             work.wait()
             unit.use_full()
+        unit.in_use = True
 
     def reshard(self, unit: FlatUnit) -> None:
         work = self.pending.pop(unit.index, None)
@@ -59,6 +73,7 @@ class Stage3Schedule:
             unit.free_full()
 
     def reshard_all(self) -> None:
+        """End of backward: free whatever is still gathered, and return freed memory to the OS."""
         for unit in self.engine.units:
             self.reshard(unit)
 
