@@ -29,8 +29,10 @@ a few rows). Two things make it differ from the model-state bytes the strategy h
   returned on free), so that the peak too shows live memory rather than what malloc retained.
 
 ZeRO's formulas for Adam all in fp32 (no mixed precision), Ψ parameters, N ranks (Rajbhandari
-et al., SC20, §5): DDP 16Ψ; stage 1 8Ψ + 8Ψ/N; stage 2 4Ψ + 12Ψ/N; stage 3 16Ψ/N + the largest unit gathered
-whole for compute (4 bytes x its parameters).
+et al., SC20, §5): DDP 16Ψ; stage 1 8Ψ + 8Ψ/N; stage 2 4Ψ + 12Ψ/N; stage 3 16Ψ/N plus what it
+holds to gather and reduce units: shardwise keeps fixed gather slots and reused gradient and
+receive buffers, a few units' worth (see [Note: buffer reuse] in zero/buffers.py), reported by
+the engine as `buffer_bytes`.
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ def parameter_count(width: int, depth: int) -> int:
     return depth * (width * width + width)
 
 
-def formula_bytes(strategy: str, params: int, world_size: int, largest_unit: int) -> float:
-    """ZeRO's model-state bytes per rank for fp32 Adam (§5; stage 3 plus one gathered unit)."""
+def formula_bytes(strategy: str, params: int, world_size: int, buffer_bytes: int) -> float:
+    """ZeRO's model-state bytes per rank for fp32 Adam (§5; stage 3 plus its gather/reduce buffers)."""
     n = world_size
     if strategy == "ddp":
         return 16 * params
@@ -108,7 +110,7 @@ def formula_bytes(strategy: str, params: int, world_size: int, largest_unit: int
         return 8 * params + 8 * params / n
     if strategy == "zero2":
         return 4 * params + 12 * params / n
-    return 16 * params / n + 4 * largest_unit
+    return 16 * params / n + buffer_bytes
 
 
 def warm_up(strategy: str) -> None:
@@ -145,13 +147,15 @@ def run_rank(config: MemoryConfig) -> dict:
         optimizer.step()
         if step == config.steps - 1:
             held = sw.model_state_bytes(model, optimizer)
+            buffers = model.engine.buffer_bytes() if hasattr(model, "engine") else 0
         optimizer.zero_grad()
     rss["after_training"], peak["after_training"] = current_rss_bytes(), peak_rss_bytes()
     rss["after_trim"] = trimmed_rss_bytes()
-    return {"rank": dist.get_rank(), "rss_bytes": rss, "peak_rss_bytes": peak, "model_state_bytes": held}
+    return {"rank": dist.get_rank(), "rss_bytes": rss, "peak_rss_bytes": peak, "model_state_bytes": held,
+            "buffer_bytes": buffers}
 
 
-def summarize_rank(strategy: str, measured: dict, params: int, world_size: int, largest_unit: int) -> dict:
+def summarize_rank(strategy: str, measured: dict, params: int, world_size: int) -> dict:
     before = measured["rss_bytes"]["before_model"]
     peak = measured["peak_rss_bytes"]["after_training"]
     return {
@@ -161,7 +165,7 @@ def summarize_rank(strategy: str, measured: dict, params: int, world_size: int, 
         "model_state_part_peak_by_end_of_wrap": measured["peak_rss_bytes"]["after_wrap"] - before,
         "model_state_part_after_wrap": measured["rss_bytes"]["after_training"] - before,
         "model_state_part_after_trim": measured["rss_bytes"]["after_trim"] - before,
-        "formula_bytes": formula_bytes(strategy, params, world_size, largest_unit),
+        "formula_bytes": formula_bytes(strategy, params, world_size, measured["buffer_bytes"]),
     }
 
 
@@ -240,14 +244,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     params = parameter_count(args.width, args.depth)
-    largest_unit = args.width * args.width + args.width  # stage 3: one Linear per unit
     if args.mmap_threshold is not None:  # read by glibc at start-up of each spawned rank
         os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
     results = {}
     for strategy in args.strategies:  # one launch each: a fresh peak RSS per strategy
         config = MemoryConfig(strategy, args.width, args.depth, args.steps, args.batch, args.seed)
         per_rank = sw.launch(run_rank, args.nproc, args=(config,), timeout_s=900)
-        results[strategy] = [summarize_rank(strategy, r, params, args.nproc, largest_unit) for r in per_rank]
+        results[strategy] = [summarize_rank(strategy, r, params, args.nproc) for r in per_rank]
     check = stage3_check(results) if {"ddp", "zero3"} <= set(results) else None
     report = {
         "benchmark": "zero_memory",

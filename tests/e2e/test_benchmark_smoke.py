@@ -72,7 +72,9 @@ def test_zero_vs_torch_tiny_times_every_configuration_and_checks_parity(tmp_path
             assert entry["params_agree"], (name, variant, entry["max_abs_param_diff"])
         held = {variant: max(entry["model_state_bytes"]) for variant, entry in result["variants"].items()}
         # Each ZeRO stage shards one more kind of state: strictly less per rank than the stage before.
-        assert held["sw_ddp"] > held["sw_zero1"] > held["sw_zero2"] > held["sw_zero3"], (name, held)
+        # (Stage 3 also keeps a few units' worth of gather and gradient buffers, which on these tiny
+        # models outweighs what it shards; zero_memory.py checks it against its formula.)
+        assert held["sw_ddp"] > held["sw_zero1"] > held["sw_zero2"], (name, held)
         assert held["torch_ddp"] > held["torch_zero1"] > held["torch_fsdp2"], (name, held)
         for variant in ("sw_ddp", "sw_zero1", "sw_zero2", "sw_zero3"):
             entry = result["variants"][variant]
@@ -92,11 +94,10 @@ def test_zero_memory_tiny_reports_every_strategy_per_rank(tmp_path):
         assert [r["rank"] for r in per_rank] == [0, 1], strategy
         for r in per_rank:
             assert r["peak_rss"] >= r["rss_bytes"]["before_model"] > 0, strategy
-            if strategy == "zero3":  # plus at most one unit gathered whole, when measured between steps
-                assert r["model_state_bytes"] <= r["formula_bytes"], (strategy, r["model_state_bytes"], r["formula_bytes"])
-            else:  # ZeRO's formula, up to padding and Adam's per-tensor step counters
-                assert r["model_state_bytes"] == pytest.approx(r["formula_bytes"], rel=0.01), strategy
+            # ZeRO's formula (stage 3: plus its buffers), up to padding and Adam's per-tensor step counters
+            assert r["model_state_bytes"] == pytest.approx(r["formula_bytes"], rel=0.01), strategy
     held = {strategy: max(r["model_state_bytes"] for r in per_rank) for strategy, per_rank in report["strategies"].items()}
-    assert held["ddp"] > held["zero1"] > held["zero2"] > held["zero3"], held
+    assert held["ddp"] > held["zero1"] > held["zero2"], held
+    assert held["zero3"] < held["ddp"], held
     # RSS at this size is dominated by noise (a few MB of model); the 0.35x check is reported, not asserted.
     assert set(report["stage3_check"]) >= {"peak_ratio", "after_wrap_ratio", "limit"}

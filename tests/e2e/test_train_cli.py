@@ -30,7 +30,7 @@ def test_short_training_run_writes_report_plot_checkpoint_and_samples(tmp_path):
     params = 4 * (report["model_state_bytes"][0] // 16)  # 16 bytes per parameter under fp32 Adam, roughly
     assert report["comm_bytes_per_step"][0] == pytest.approx(params, rel=0.01)  # 2(N-1)/N = 1 at N = 2
     assert [v["step"] for v in report["val_losses"]] == [4, 8]
-    for name in ("report.json", "loss.png", "checkpoint/model.pt", "checkpoint/meta.json"):
+    for name in ("report.json", "loss.png", "checkpoint/LATEST"):
         assert os.path.exists(run_dir / name), name
     sample = shardwise("sample", str(run_dir), "--tokens", "40", "--prompt", "import ")
     assert sample.returncode == 0, sample.stderr
@@ -45,7 +45,7 @@ def test_short_training_run_writes_report_plot_checkpoint_and_samples(tmp_path):
     (["train", "--global-batch", "1", "--nproc", "2"], "global batch 1 does not split evenly over 2 ranks"),
     (["train", "--block-size", "2000000"], "fewer than the 2 ranks"),
     (["train", "--wat"], "unrecognized arguments: --wat"),
-    (["sample", "/no/such/run"], "no checkpoint in /no/such/run"),
+    (["sample", "/no/such/run"], "no checkpoint at /no/such/run"),
     (["run", "-n", "2", "/no/such/script.py"], "no such script"),
 ])
 def test_bad_input_is_one_line_and_status_2(args, message):
