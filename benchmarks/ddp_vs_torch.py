@@ -8,8 +8,9 @@ that trains on the same per-rank batch with no communication at all (the floor: 
 costs when gradients need not be averaged). Each copy has its own optimizer. Full training steps
 (forward, backward, optimizer.step, zero_grad) of the three are interleaved, with a barrier
 before each, and the per-step time is the slowest rank's (see [Note: interleaved timing] in
-_timing.py). The shardwise and PyTorch copies start equal and see the same batches, so their
-parameters must still agree at the end; the max abs difference is reported as a sanity check.
+shardwise/bench/timing.py; the models are `shardwise.bench.cases`). The shardwise and PyTorch
+copies start equal and see the same batches, so their parameters must still agree at the end;
+the max abs difference is reported as a sanity check.
 """
 
 from __future__ import annotations
@@ -22,73 +23,17 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-_BENCHMARKS_DIR = str(Path(__file__).resolve().parent)
-if _BENCHMARKS_DIR not in sys.path:  # `_timing` is a sibling module, also when imported from elsewhere
-    sys.path.insert(0, _BENCHMARKS_DIR)
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
-
-import shardwise as sw  # noqa: E402
-from _timing import interleaved_timing, median, paired_ratios, slowest_rank, summarize  # noqa: E402
-from shardwise.models import GPT, MLP, GPTConfig, lm_loss  # noqa: E402
+import shardwise as sw
+from shardwise.bench.cases import DISTINCT_BATCHES, MODEL_KINDS, ModelCase, model_case
+from shardwise.bench.timing import interleaved_timing, median, paired_ratios, slowest_rank, summarize
 
 VARIANTS = ("shardwise", "torch_ddp", "local")  # "local": plain model, same per-rank work, no communication
-MODELS = ("mlp", "gpt")
-DISTINCT_BATCHES = 4  # batches are cycled; random data is all timing needs
+MODELS = MODEL_KINDS
 PARAM_AGREEMENT_ATOL = 1e-5  # shardwise vs PyTorch after the run: same start, same data, same averaging
-
-
-@dataclass(frozen=True)
-class ModelCase:
-    """One benchmark configuration: what is trained, on what, with which optimizer."""
-
-    name: str
-    description: str
-    tiny: bool
-
-    def build(self) -> torch.nn.Module:
-        if self.name == "mlp":
-            return MLP(width=64, depth=2) if self.tiny else MLP()
-        config = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16) if self.tiny else GPTConfig()
-        return GPT(config)
-
-    def optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        if self.name == "mlp":
-            return torch.optim.Adam(model.parameters(), lr=1e-3)
-        decay = [p for p in model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.ndim < 2]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=3e-4, weight_decay=0.1)
-
-    def batches(self, model: torch.nn.Module, rank: int, count: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """`count` per-rank batches (inputs, targets); each rank draws its own."""
-        generator = torch.Generator().manual_seed(1000 * seed + rank)
-        out = []
-        for _ in range(count):
-            if self.name == "mlp":
-                batch = 8 if self.tiny else 64
-                x = torch.randn(batch, model.d_in, generator=generator)
-                y = torch.randn(batch, model.d_out, generator=generator)
-            else:
-                batch, seq_len = (4, 16) if self.tiny else (16, 128)
-                tokens = torch.randint(0, model.config.vocab_size, (batch, seq_len + 1), generator=generator)
-                x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()  # [B, T] each
-            out.append((x, y))
-        return out
-
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(output, target) if self.name == "mlp" else lm_loss(output, target)
-
-
-def model_case(name: str, tiny: bool) -> ModelCase:
-    if name == "mlp":
-        description = "MLP 2x64, Adam, batch 8/rank" if tiny else "MLP 8x1024 (8.4M), Adam lr 1e-3, MSE, batch 64/rank"
-    else:
-        description = "GPT 1x32, AdamW, 4x16 tok/rank" if tiny else "GPT 4x128 (0.8M), AdamW, 16x128 tok/rank"
-    return ModelCase(name, description, tiny)
 
 
 @dataclass(frozen=True)
@@ -132,7 +77,7 @@ def bench_model_on_rank(case: ModelCase, config: BenchConfig) -> dict:
     torch_optimizer = case.optimizer(torch_module)
     local_optimizer = case.optimizer(local_model)
 
-    batches = case.batches(initial, rank, DISTINCT_BATCHES, config.seed)
+    batches = case.batches(rank, DISTINCT_BATCHES, config.seed)
     steps = {
         "shardwise": _training_step(case, sw_model, sw_optimizer, batches),
         "torch_ddp": _training_step(case, torch_model, torch_optimizer, batches),

@@ -11,12 +11,13 @@ from .runtime import init, launch, rank, world_size
 from .strategy.registry import strategy_names
 from .strategy.state import full_state_dict, model_state_bytes
 from .strategy.wrap import wrap
+from .ps import ParameterServer
 from .zero import ZeRO
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DDP", "NaiveDDP", "ZeRO", "ConfigError", "ShardwiseError", "WorkerError",
+    "DDP", "NaiveDDP", "ParameterServer", "ZeRO", "ConfigError", "ShardwiseError", "WorkerError",
     "comm_stats", "reset_comm_stats", "full_state_dict", "model_state_bytes",
     "init", "launch", "load_checkpoint", "save_checkpoint", "rank", "world_size", "strategy_names", "wrap",
 ]

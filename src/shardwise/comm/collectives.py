@@ -70,6 +70,11 @@ def group_size(group=None) -> int:
     return dist.get_world_size(group)
 
 
+def _default(group):
+    """None means the training ranks (all ranks, unless a parameter server set them apart)."""
+    return env.training_group() if group is None else group
+
+
 def _is_gloo(group) -> bool:
     return dist.get_backend(group) == "gloo"
 
@@ -87,6 +92,7 @@ def _nbytes(tensor: torch.Tensor) -> int:
 
 def all_reduce(tensor: torch.Tensor, group=None, async_op: bool = False):
     """Sum `tensor` in place over the group."""
+    group = _default(group)
     n = group_size(group)
     PROCESS_STATS.record("all_reduce", _nbytes(tensor), n)
     if n == 1:
@@ -100,6 +106,7 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, a
 
     `scratch` (optional, gloo): room for the chunks received from peers, to avoid allocating.
     """
+    group = _default(group)
     n = group_size(group)
     PROCESS_STATS.record("reduce_scatter", _nbytes(full_input), n)
     if n == 1:
@@ -113,6 +120,7 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, a
 
 def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async_op: bool = False):
     """Concatenate every rank's `shard` into `full_output`, in rank order."""
+    group = _default(group)
     n = group_size(group)
     PROCESS_STATS.record("all_gather", _nbytes(full_output), n)
     if n == 1:
@@ -126,6 +134,7 @@ def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async
 
 def broadcast(tensor: torch.Tensor, src: int = 0, group=None, async_op: bool = False):
     """Overwrite `tensor` on every rank with rank `src`'s (global rank)."""
+    group = _default(group)
     n = group_size(group)
     PROCESS_STATS.record("broadcast", _nbytes(tensor), n)
     if n == 1:
@@ -145,8 +154,32 @@ def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0)
     return sender[0]
 
 
+def irecv_any(tensor: torch.Tensor, group=None):
+    """Start receiving `tensor` from whichever rank sends first; poll `is_completed()`, then
+    `source()` names the sender. Counted as recv."""
+    PROCESS_STATS.record("recv", _nbytes(tensor), group_size(group))
+    work = dist.irecv(tensor, src=None, group=group)
+    return _AnySource(work)
+
+
+class _AnySource:
+    def __init__(self, work):
+        self._work = work
+
+    def is_completed(self) -> bool:
+        return self._work.is_completed()
+
+    def wait(self) -> bool:
+        Guarded(self._work, "recv").wait()
+        return True
+
+    def source(self) -> int:
+        return self._work._source_rank()
+
+
 def all_gather_object(obj, group=None) -> list:
     """Every rank's picklable `obj`, in rank order (for set-up checks, not the hot path)."""
+    group = _default(group)
     n = group_size(group)
     PROCESS_STATS.record("all_gather", len(pickle.dumps(obj)) * n, n)
     if n == 1:
@@ -158,5 +191,6 @@ def all_gather_object(obj, group=None) -> list:
 
 def barrier(group=None) -> None:
     """Wait until every rank of the group arrives (no payload, counted as nothing)."""
+    group = _default(group)
     if group_size(group) > 1:
         _guard("barrier", lambda: dist.barrier(group=group), False)

@@ -52,22 +52,53 @@ def init(backend: str | None = None) -> None:
 
 def shutdown() -> None:
     """Destroy the default process group if there is one (idempotent)."""
-    if dist.is_initialized():
+    from . import progress
+
+    if dist.is_initialized() and not progress.group_kept():
         try:
             dist.destroy_process_group()
         except Exception:
             pass
 
 
+class _TrainingView:
+    """Which ranks train together, when not all of them do (a parameter server's workers).
+
+    Set once per process by the strategy that splits the job; `rank()`, `world_size()` and the
+    communication layer's default group then refer to the training ranks only, so a script
+    written for DDP runs unchanged on them.
+    """
+
+    rank: int | None = None
+    world_size: int | None = None
+    group = None
+
+
+_view = _TrainingView()
+
+
+def set_training_view(rank_in_group: int, size: int, group) -> None:
+    _view.rank, _view.world_size, _view.group = rank_in_group, size, group
+
+
+def training_group():
+    """The process group collectives default to (None: the whole job)."""
+    return _view.group
+
+
 def rank() -> int:
-    """This process's rank in the default group (0 outside any job)."""
+    """This process's rank among the training ranks (0 outside any job)."""
+    if _view.rank is not None:
+        return _view.rank
     if dist.is_initialized():
         return dist.get_rank()
     return int(os.environ.get("RANK", "0"))
 
 
 def world_size() -> int:
-    """Number of ranks in the default group (1 outside any job)."""
+    """Number of training ranks (1 outside any job)."""
+    if _view.world_size is not None:
+        return _view.world_size
     if dist.is_initialized():
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))

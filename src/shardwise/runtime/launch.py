@@ -70,6 +70,7 @@ def _collect(workers, results_queue, timeout_s: float) -> list:
     nproc = len(workers)
     results: dict[int, object] = {}
     steps: dict[int, int] = {}
+    expendable: set[int] = set()
     failures: list[tuple[float, int, str, str, str, object]] = []
     deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
     first_failure_at = None
@@ -90,11 +91,16 @@ def _collect(workers, results_queue, timeout_s: float) -> list:
                 time.sleep(0.2)
                 if not results_queue.empty():
                     break
+                if rank in expendable:  # an asynchronous worker may die; the job goes on
+                    results[rank] = None
+                    continue
                 failures.append((time.monotonic(), rank, "died", _exit_description(p.exitcode), "", None))
                 first_failure_at = first_failure_at or time.monotonic()
             continue
         if kind == "step":
             steps[rank] = payload
+        elif kind == "expendable":
+            expendable.add(rank)
         elif kind == "ok":
             results[rank] = pickle.loads(payload)
         else:
@@ -155,7 +161,10 @@ def _rank_main(fn, args, rank, rank_env, backend, threads, collective_timeout_s,
     try:
         env.init(backend)
         result = fn(*args)
+        progress.run_finishers()
         results_queue.put((rank, "ok", pickle.dumps(result)))
+    except progress.ServerFinished:
+        results_queue.put((rank, "ok", pickle.dumps(None)))
     except BaseException as exc:  # report everything, KeyboardInterrupt included
         try:
             original = pickle.dumps(exc)

@@ -21,5 +21,48 @@ def report_step(step: int) -> None:
         _channel.put((_rank, "step", step))
 
 
+_finishers: list = []
+
+
+def on_finish(fn) -> None:
+    """Run `fn` when this rank's work ends normally (a launched function returns, or a script
+    exits): how a parameter-server worker tells the servers it is done."""
+    import atexit
+
+    _finishers.append(fn)
+    atexit.register(run_finishers)
+
+
+def run_finishers() -> None:
+    while _finishers:
+        _finishers.pop()()
+
+
+_keep_group = False
+
+
+def keep_group_at_exit() -> None:
+    """Skip destroying the process group at exit: a thread of this rank still waits in it."""
+    global _keep_group
+    _keep_group = True
+
+
+def group_kept() -> bool:
+    return _keep_group
+
+
+def mark_expendable() -> None:
+    """Tell the launcher this rank may die without ending the job (an asynchronous worker)."""
+    if _channel is not None:
+        _channel.put((_rank, "expendable", True))
+
+
+class ServerFinished(SystemExit):
+    """A server rank's part of the job is over: `launch` reports None for it, a script exits 0."""
+
+    def __init__(self):
+        super().__init__(0)
+
+
 def current_step() -> int | None:
     return _step

@@ -6,6 +6,7 @@ import functools
 
 from ..ddp.config import DDP, NaiveDDP
 from ..errors import ConfigError
+from ..ps.config import ParameterServer
 from ..zero.config import ZeRO
 
 _BY_NAME = {
@@ -14,6 +15,7 @@ _BY_NAME = {
     "zero1": functools.partial(ZeRO, stage=1),
     "zero2": functools.partial(ZeRO, stage=2),
     "zero3": functools.partial(ZeRO, stage=3),
+    "ps": ParameterServer,
 }
 
 

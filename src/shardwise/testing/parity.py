@@ -16,7 +16,7 @@ import torch
 
 from .. import comm, launch
 from ..data.sampler import rank_slice
-from ..runtime import env
+from ..runtime import env, progress
 from ..strategy.state import full_state_dict
 from ..strategy.wrap import wrap
 from .cases import CASES, GLOBAL_BATCH
@@ -55,10 +55,10 @@ def run_reference(run: Run) -> dict:
 def train_on_rank(run: Run) -> dict:
     """This rank's part: its slice of each global batch, split into `accumulation` micro-batches."""
     case = CASES[run.case]
-    rank, world = env.rank(), env.world_size()
-    torch.manual_seed(rank)  # ranks start different; wrap must make them equal
+    torch.manual_seed(env.rank())  # ranks start different; wrap must make them equal
     model = case.build()
     model, optimizer = wrap(model, case.optimizer(model), strategy=run.strategy)
+    rank, world = env.rank(), env.world_size()  # after wrap: a parameter server's workers only
     local_losses, step_bytes = [], []
     for step in range(run.steps):
         x, y = case.batch(step)
@@ -80,8 +80,17 @@ def train_on_rank(run: Run) -> dict:
     return {"losses": local_losses, "state": full_state_dict(model), "step_bytes": step_bytes}
 
 
-def _run_all_on_rank(runs: list[Run]) -> list[dict]:
-    return [train_on_rank(run) for run in runs]
+def _run_all_on_rank(runs: list[Run]) -> list[dict | None]:
+    """Each run in turn; a parameter server's server ranks give None for the runs they serve."""
+    results = []
+    for run in runs:
+        try:
+            results.append(train_on_rank(run))
+        except progress.ServerFinished:
+            results.append(None)
+        progress.run_finishers()
+        env.set_training_view(None, None, None)
+    return results
 
 
 def check_parity(runs: list[Run], world_size: int, timeout_s: float = 240) -> list[str]:
@@ -90,7 +99,7 @@ def check_parity(runs: list[Run], world_size: int, timeout_s: float = 240) -> li
     problems = []
     for index, run in enumerate(runs):
         reference = run_reference(run)
-        results = [rank_results[index] for rank_results in per_rank]
+        results = [rank_results[index] for rank_results in per_rank if rank_results[index] is not None]
         problems += compare(run, reference, results)
     return problems
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..strategy.optim_rebuild import group_options, rebuild_optimizer
 from .engine import ZeroEngine
 
 _SHARDED_CLASSES: dict[type, type] = {}
@@ -61,14 +62,8 @@ def shard_optimizer(optimizer: torch.optim.Optimizer, engine: ZeroEngine) -> tor
             placeholder = nn.Parameter(torch.zeros(0, device=engine.master_device))
             placeholder.grad = torch.zeros(0, device=engine.master_device)
             pieces = [placeholder]
-        groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": pieces})
-    cls = sharded_class(type(optimizer))
-    try:
-        sharded = cls(groups, **optimizer.defaults)
-    except TypeError:  # an optimizer whose defaults are not all constructor arguments
-        sharded = cls.__new__(cls)
-        sharded.__dict__.update({k: v for k, v in optimizer.__dict__.items() if k not in ("state", "param_groups")})
-        torch.optim.Optimizer.__init__(sharded, groups, optimizer.defaults)
+        groups.append({**group_options(group), "params": pieces})
+    sharded = rebuild_optimizer(optimizer, sharded_class(type(optimizer)), groups)
     sharded._shardwise_engine = engine
     sharded._shardwise_origin = origin
     return sharded

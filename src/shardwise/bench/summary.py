@@ -1,0 +1,102 @@
+"""From every rank's raw measurements to one entry per configuration, with the planner's
+predictions beside the measurements (pure: no process group, unit-tested on made-up numbers)."""
+
+from __future__ import annotations
+
+from ..plan import comm_bytes_per_step, model_states
+from .config import SHARDWISE_CONFIGS
+from .memory import CATEGORIES
+from .timing import median, paired_ratios, slowest_rank, summarize
+
+PARAM_ATOL = 1e-5  # same start, same data, same averaging: only summation order differs
+LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6  # API.md's parity tolerances, applied to the final loss
+
+
+def predict(name: str, psi: int, world_size: int) -> dict | None:
+    """The planner's fp32-Adam model states and ring bytes per step for a shardwise configuration
+    ([Note: ZeRO memory formulas] in plan/formulas.py); None for PyTorch's. Stage 3's gather and
+    gradient buffers are not model states in ZeRO's sense: compare against measured minus them."""
+    if name not in SHARDWISE_CONFIGS:
+        return None
+    states = model_states(psi, name, world_size, precision="fp32", optimizer="adam")
+    return {
+        "params": states.params,
+        "grads": states.grads,
+        "optimizer": states.optimizer,
+        "total": states.total,
+        "comm_bytes_per_step": comm_bytes_per_step(psi, name, world_size, precision="fp32"),
+    }
+
+
+def global_losses(per_rank: list[dict], name: str) -> list[float]:
+    """Per step, the mean of the ranks' losses: equal slices, so the loss of the global batch."""
+    local = [r["losses"][name] for r in per_rank]
+    return [sum(step) / len(step) for step in zip(*local)]
+
+
+def summarize_configs(per_rank: list[dict], names: tuple[str, ...], baseline: str) -> dict[str, dict]:
+    """name -> its entry (times in ms, bytes per rank, parity against `baseline`)."""
+    world_size, psi = len(per_rank), per_rank[0]["psi"]
+    step_seconds = {name: slowest_rank([r["seconds"][name] for r in per_rank]) for name in names}
+    baseline_ms = summarize(step_seconds[baseline])["median_ms"]
+    baseline_loss = global_losses(per_rank, baseline)[-1]
+    entries = {}
+    for name in names:
+        timing = summarize(step_seconds[name])
+        losses = global_losses(per_rank, name)
+        held = [r["model_states"][name] for r in per_rank]
+        entry = {
+            **timing,
+            "ratio_to_baseline": timing["median_ms"] / baseline_ms,
+            "paired_ratio_median": median(paired_ratios(step_seconds[name], step_seconds[baseline])),
+            "phase_median_ms": {
+                phase: median(slowest_rank([r["phases"][name][phase] for r in per_rank])) * 1e3
+                for phase in per_rank[0]["phases"][name]
+            },
+            "model_state_bytes": [h["total"] for h in held],
+            "model_state_split": {category: [h[category] for h in held] for category in CATEGORIES},
+            "buffer_bytes": [r["buffer_bytes"][name] for r in per_rank],
+            "losses": losses,
+            "final_loss": losses[-1],
+            "loss_abs_diff": abs(losses[-1] - baseline_loss),
+            "max_abs_param_diff": max(r["param_diff"][name] for r in per_rank),
+            "comm_bytes_per_step": None,
+            "predicted": predict(name, psi, world_size),
+        }
+        if name in per_rank[0]["comm"]:
+            entry.update(comm_summary([r["comm"][name] for r in per_rank]))
+        entry["parity"] = (entry["max_abs_param_diff"] <= PARAM_ATOL
+                           and entry["loss_abs_diff"] <= LOSS_ATOL + LOSS_RTOL * abs(baseline_loss))
+        if entry["predicted"] is not None:
+            entry["measured_over_predicted"] = measured_over_predicted(entry)
+        entries[name] = entry
+    return entries
+
+
+def comm_summary(per_rank_logs: list[list[dict]]) -> dict:
+    """Median bytes per timed step on each rank, and rank 0's median by collective kind."""
+    per_rank = [median([step["total"] for step in log]) for log in per_rank_logs]
+    first = per_rank_logs[0]
+    kinds = [kind for kind in first[0] if kind != "total" and any(step[kind] for step in first)]
+    return {
+        "comm_bytes_per_step": per_rank,
+        "comm_bytes_per_step_by_kind": {kind: median([step[kind] for step in first]) for kind in kinds},
+    }
+
+
+def measured_over_predicted(entry: dict) -> dict:
+    """Worst rank's measured / predicted, per category; 'model_states' leaves out stage 3's
+    buffers (`buffer_bytes`), which the formulas do not count."""
+    predicted = entry["predicted"]
+    split = entry["model_state_split"]
+    out = {
+        category: max(split[category]) / predicted[category] if predicted[category] else None
+        for category in ("params", "grads", "optimizer")
+    }
+    out["model_states"] = max(total - buffers for total, buffers in zip(entry["model_state_bytes"], entry["buffer_bytes"])) \
+        / predicted["total"]
+    if entry["comm_bytes_per_step"] is not None and predicted["comm_bytes_per_step"]:
+        out["comm_bytes_per_step"] = max(entry["comm_bytes_per_step"]) / predicted["comm_bytes_per_step"]
+    else:
+        out["comm_bytes_per_step"] = None
+    return out

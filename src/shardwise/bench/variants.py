@@ -1,0 +1,80 @@
+"""The configurations bench compares, each built from a deep copy of one initial model.
+
+    torch_ddp    torch.nn.parallel.DistributedDataParallel + the plain optimizer (the baseline)
+    torch_zero1  DistributedDataParallel + torch.distributed.optim.ZeroRedundancyOptimizer
+    torch_fsdp2  torch.distributed.fsdp.fully_shard on each unit (each Linear of the MLP, each
+                 transformer block of the GPT), then on the root, over a 1-D CPU DeviceMesh
+    ddp, zero1, zero2, zero3   sw.wrap(..., strategy=name) with default knobs
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import torch
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
+
+from ..strategy.state import full_state_dict
+from ..strategy.wrap import wrap
+from .cases import ModelCase
+from .config import SHARDWISE_CONFIGS
+
+
+def is_shardwise(name: str) -> bool:
+    return name in SHARDWISE_CONFIGS
+
+
+def zero_redundancy_optimizer(plain: torch.optim.Optimizer) -> ZeroRedundancyOptimizer:
+    """PyTorch's ZeRO-1 over the same parameter groups, class and hyperparameters as `plain`."""
+    cls = type(plain)
+    accepted = inspect.signature(cls.__init__).parameters
+    defaults = {key: value for key, value in plain.defaults.items() if key in accepted}
+    groups = [
+        {"params": group["params"], **{k: v for k, v in group.items() if k != "params" and v != plain.defaults.get(k)}}
+        for group in plain.param_groups
+    ]
+    return ZeroRedundancyOptimizer(groups, optimizer_class=cls, **defaults)
+
+
+def build_variant(name: str, initial: nn.Module, case: ModelCase, mesh) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """(model, optimizer) of one configuration, from a deep copy of `initial`."""
+    module = copy.deepcopy(initial)
+    if name == "torch_ddp":
+        return DistributedDataParallel(module), case.optimizer(module)
+    if name == "torch_zero1":
+        return DistributedDataParallel(module), zero_redundancy_optimizer(case.optimizer(module))
+    if name == "torch_fsdp2":
+        for unit in case.fsdp_units(module):
+            fully_shard(unit, mesh=mesh)
+        fully_shard(module, mesh=mesh)
+        return module, case.optimizer(module)  # built after sharding: over the DTensor shards
+    if is_shardwise(name):
+        return wrap(module, case.optimizer(module), strategy=name)
+    raise ValueError(f"unknown configuration {name!r}")
+
+
+def full_state(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full parameters and buffers by state_dict key (a collective for the sharded configurations)."""
+    if is_shardwise(name):
+        return full_state_dict(model)
+    if name == "torch_fsdp2":
+        return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach() for k, v in model.state_dict().items()}
+    return {k: v.detach() for k, v in model.module.state_dict().items()}
+
+
+def max_abs_difference(state: dict, reference: dict) -> float:
+    if set(state) != set(reference):
+        raise RuntimeError(f"state_dict keys differ: {sorted(set(state) ^ set(reference))[:5]}")
+    with torch.no_grad():
+        return max((state[k].float() - reference[k].float()).abs().max().item() for k in reference)
+
+
+def buffer_bytes(model: nn.Module) -> int:
+    """shardwise ZeRO's reused gather and gradient buffers (stage 3's slots); 0 for the others."""
+    engine = getattr(model, "engine", None)
+    return engine.buffer_bytes() if engine is not None else 0

@@ -1,0 +1,79 @@
+"""`shardwise bench`: PyTorch DDP, ZeroRedundancyOptimizer, FSDP2 and shardwise's strategies, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ..bench.config import CONFIG_NAMES, RSS_MODES, BenchConfig, parse_configs
+from ..errors import ConfigError
+from .parser import positive_int
+
+DEFAULTS = BenchConfig()
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value}")
+    return value
+
+
+def config_list(text: str) -> tuple[str, ...]:
+    """parse_configs, its message kept (argparse would replace a ValueError's with a generic one)."""
+    try:
+        return parse_configs(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="time PyTorch's and shardwise's data-parallel strategies side by side (default: ~1 minute)",
+        description="Interleaved step times, memory per rank (measured and predicted), bytes per step and a parity "
+                    "check against PyTorch DDP; writes bench.json, step_time.png and memory.png to --out.")
+    p.add_argument("--model", default=DEFAULTS.model, choices=("mlp", "gpt"),
+                   help="mlp: 8.4M-parameter MLP (or --width/--depth); gpt: the built-in GPT")
+    p.add_argument("--width", type=positive_int, default=None, help="MLP width (with --depth: an MLP of that size)")
+    p.add_argument("--depth", type=positive_int, default=None, help="MLP depth, Linear + GELU blocks")
+    p.add_argument("--configs", type=config_list, default=DEFAULTS.configs,
+                   help=f"comma-separated, in timing order (default all): {','.join(CONFIG_NAMES)}")
+    p.add_argument("--nproc", type=positive_int, default=DEFAULTS.nproc, help="local ranks")
+    p.add_argument("--steps", type=positive_int, default=DEFAULTS.steps, help="timed steps per configuration")
+    p.add_argument("--warmup", type=non_negative_int, default=DEFAULTS.warmup, help="untimed steps per configuration first")
+    p.add_argument("--batch", type=positive_int, default=None, help="per rank: MLP rows (64) or GPT sequences (16)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--rss", default=DEFAULTS.rss, choices=RSS_MODES,
+                   help="peak RSS: 'separate' launch per configuration, or the 'shared' process's only")
+    p.add_argument("--out", default=None, help="output folder (default runs/bench-<time>)")
+    p.add_argument("--json", default=None, metavar="PATH", help="JSON report path (default OUT/bench.json)")
+    p.add_argument("--timeout", type=float, default=DEFAULTS.timeout_s, help="seconds one launch may take")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=main)
+
+
+def main(args) -> int:
+    started = time.perf_counter()
+    config = BenchConfig(
+        model=args.model, width=args.width, depth=args.depth, configs=args.configs, nproc=args.nproc,
+        steps=args.steps, warmup=args.warmup, batch=args.batch, seed=args.seed, rss=args.rss, out_dir=args.out,
+        json_path=args.json, progress=not args.no_progress, timeout_s=args.timeout,
+    )
+    from ..bench.job import run_bench  # imports FSDP2 and friends: only when benchmarking
+    from ..bench.report import markdown_table, preamble, warnings
+
+    report = run_bench(config)
+    print(preamble(report))
+    print()
+    print(markdown_table(report))
+    print()
+    for line in warnings(report):
+        print(line, file=sys.stderr)
+    files = report["files"]
+    print(f"wrote {files['json']}, {files['step_time_png']}, {files['memory_png']}")
+    print(f"wall time: {time.perf_counter() - started:.1f} s")
+    return 0

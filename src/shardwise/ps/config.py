@@ -1,0 +1,43 @@
+"""The parameter-server strategy object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+MODES = ("sync", "async", "ssp")
+
+
+@dataclass(frozen=True)
+class ParameterServer:
+    """Parameters live on `servers` server ranks, split by key range; the other ranks are
+    workers that push gradients and pull parameters (Li et al., OSDI 2014)."""
+
+    servers: int = 1
+    """Server ranks: global ranks 0..servers-1; the rest are workers."""
+    mode: str = "sync"
+    """sync: average every live worker's gradient per step (equals DDP); async: apply each push
+    as it arrives; ssp: async, but no worker runs more than `staleness` steps ahead of the slowest."""
+    staleness: int = 2
+    """ssp: how many steps a worker may run ahead of the slowest live worker."""
+    dead_after_s: float = 5.0
+    """async/ssp: a worker silent this long (no heartbeat) is dropped and training goes on."""
+
+    name = "ps"
+
+    def __post_init__(self):
+        if self.servers < 1:
+            raise ConfigError(f"a parameter server needs at least 1 server rank, got {self.servers}")
+        if self.mode not in MODES:
+            raise ConfigError(f"parameter-server mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.staleness < 0:
+            raise ConfigError(f"staleness must be at least 0, got {self.staleness}")
+
+    def __str__(self) -> str:
+        return f"ps-{self.mode}-{self.servers}"
+
+    def wrap(self, module, optimizer, group=None):
+        from .strategy import wrap_parameter_server
+
+        return wrap_parameter_server(self, module, optimizer)

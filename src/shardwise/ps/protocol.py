@@ -1,0 +1,46 @@
+"""Messages between workers and servers, over the communication layer's send/recv.
+
+Every message is a fixed-size int64 header, then (for some kinds) a float32 payload from or to
+the same peer; point-to-point messages between one pair arrive in order, so the payload that
+follows a header belongs to it. A server receives headers from any worker.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import torch
+
+from .. import comm
+
+JOIN, PUSH, DONE, PARAMS, STATS = 1, 2, 3, 4, 5
+HEADER = 6  # kind, worker, step, version, payload elements, spare
+
+
+def header(kind: int, worker: int = 0, step: int = 0, version: int = 0, numel: int = 0) -> torch.Tensor:
+    return torch.tensor([kind, worker, step, version, numel, 0], dtype=torch.int64)
+
+
+def send_header(peer: int, *fields) -> None:
+    comm.send(header(*fields), peer)
+
+
+def recv_header(src: int | None = None) -> tuple[int, list[int]]:
+    """(sender global rank, header fields)."""
+    buffer = torch.empty(HEADER, dtype=torch.int64)
+    sender = comm.recv(buffer, src)
+    return sender, buffer.tolist()
+
+
+def send_object(peer: int, obj) -> None:
+    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+    comm.send(torch.tensor([data.numel()], dtype=torch.int64), peer)
+    comm.send(data, peer)
+
+
+def recv_object(src: int):
+    size = torch.empty(1, dtype=torch.int64)
+    comm.recv(size, src)
+    data = torch.empty(int(size.item()), dtype=torch.uint8)
+    comm.recv(data, src)
+    return pickle.loads(data.numpy().tobytes())

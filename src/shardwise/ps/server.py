@@ -1,0 +1,190 @@
+"""A server rank: holds one key range of the parameters and runs the user's optimizer on it.
+
+[Note: parameter-server rounds]
+sync: the server waits until every live worker has pushed its gradient for the round, averages
+them, steps, and answers every pull with the new range: the same update as DDP. async: each
+push is applied at once, as one optimizer step on that worker's gradient, and answered at once.
+ssp: as async, but the answer to a worker more than `staleness` pushes ahead of the slowest
+live worker is held back until the slowest catches up (staleness 0: lockstep). In async and
+ssp a worker whose heartbeat stops is dropped and the others go on. The staleness of an applied
+gradient is how many updates the range received since the worker last pulled it.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+
+import torch
+from torch import nn
+
+from .. import comm
+from ..runtime import progress
+from ..strategy.optim_rebuild import group_options, rebuild_optimizer
+from . import protocol
+from .keys import pieces
+
+
+class Server:
+    def __init__(self, config, optimizer, params: list[nn.Parameter], lo: int, hi: int, workers: list[int], heartbeats):
+        self.config, self.workers, self.heartbeats = config, workers, heartbeats
+        self.numel = hi - lo
+        flat = torch.cat([p.detach().reshape(-1).float() for p in params])
+        self.values = flat[lo:hi].clone()  # 1D fp32: this server's key range
+        self.grads = torch.zeros_like(self.values)
+        owned: dict[int, list] = collections.defaultdict(list)
+        offsets = [0]
+        for p in params:
+            offsets.append(offsets[-1] + p.numel())
+        for index, a, b in pieces([p.numel() for p in params], lo, hi):
+            start = offsets[index] + a - lo
+            piece = nn.Parameter(self.values[start:start + b - a], requires_grad=True)
+            piece.grad = self.grads[start:start + b - a]
+            owned[id(params[index])].append(piece)
+        groups = []
+        for group in optimizer.param_groups:
+            mine = [piece for p in group["params"] for piece in owned.get(id(p), [])]
+            if not mine:
+                placeholder = nn.Parameter(torch.zeros(0))
+                placeholder.grad = torch.zeros(0)
+                mine = [placeholder]
+            groups.append({**group_options(group), "params": mine})
+        self.optimizer = rebuild_optimizer(optimizer, type(optimizer), groups)
+        self.version = 0
+        self.clock = dict.fromkeys(workers, 0)
+        self.seen_version = dict.fromkeys(workers, 0)
+        self.live, self.done, self.dropped = set(workers), set(), []
+        self.pending: dict[int, torch.Tensor] = {}  # sync: gradients of this round, by worker
+        self.held: list[int] = []  # ssp: workers whose answer waits for the slowest
+        self.staleness = collections.Counter()
+        self.pushes = self.pulls = 0
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def serve(self) -> dict:
+        """Handle messages until every worker is done or dropped.
+
+        A receiver thread blocks on "a header from any worker" and reads the message whole, so
+        that this loop can notice a silent (dead) worker between messages.
+        """
+        started = time.monotonic()
+        comm.reset_comm_stats()
+        inbox: queue.Queue = queue.Queue()
+        receiver = threading.Thread(target=self._receive, args=(inbox,), name="shardwise-ps-receiver", daemon=True)
+        receiver.start()
+        while self.live - self.done:
+            try:
+                worker, fields, payload = inbox.get(timeout=0.05)
+            except queue.Empty:
+                self._check_heartbeats()
+                continue
+            if isinstance(fields, BaseException):
+                raise fields
+            self._handle(worker, fields, payload)
+        if receiver.is_alive():
+            progress.keep_group_at_exit()  # the receiver still waits on a dropped worker's socket
+        elapsed = max(time.monotonic() - started, 1e-9)
+        return {"pushes": self.pushes, "pulls": self.pulls, "pushes_per_s": self.pushes / elapsed,
+                "pulls_per_s": self.pulls / elapsed, "bytes": comm.comm_stats()["total"], "seconds": elapsed,
+                "staleness_histogram": dict(sorted(self.staleness.items())), "dropped_workers": self.dropped,
+                "version": self.version}
+
+    def _receive(self, inbox: queue.Queue) -> None:
+        """Receiver thread: whole messages (header and payload) into `inbox`, until all are done."""
+        expected_done = len(self.workers)
+        try:
+            while expected_done:
+                worker, fields = protocol.recv_header()
+                payload = None
+                if fields[0] == protocol.PUSH:
+                    grad = torch.empty(self.numel)
+                    comm.recv(grad, worker)
+                    lrs = torch.empty(len(self.optimizer.param_groups), dtype=torch.float64)
+                    comm.recv(lrs, worker)
+                    payload = (grad, lrs)
+                elif fields[0] == protocol.DONE:
+                    expected_done -= 1
+                inbox.put((worker, fields, payload))
+        except BaseException as exc:  # a dead worker's connection: the main loop decides
+            if self.config.mode == "sync":
+                inbox.put((None, exc, None))
+
+    def _handle(self, worker: int, fields: list[int], payload) -> None:
+        kind = fields[0]
+        if worker not in self.live:
+            return  # a dropped worker's last words
+        if kind == protocol.JOIN:
+            self._answer(worker)
+        elif kind == protocol.PUSH:
+            grad, lrs = payload
+            for group, lr in zip(self.optimizer.param_groups, lrs.tolist()):
+                group["lr"] = lr
+            self.pushes += 1
+            self.clock[worker] += 1
+            if self.config.mode == "sync":
+                self.pending[worker] = grad
+                self._maybe_finish_round()
+            else:
+                self.staleness[self.version - fields[3]] += 1
+                self._apply([grad])
+                self.held.append(worker)
+                self._release_held()
+        elif kind == protocol.DONE:
+            self.done.add(worker)
+            self._after_membership_change()
+            protocol.send_header(worker, protocol.STATS)  # acknowledgement; stats go to the store at the end
+
+    def _apply(self, grads: list[torch.Tensor]) -> None:
+        self.grads.copy_(grads[0])
+        for grad in grads[1:]:
+            self.grads.add_(grad)
+        if len(grads) > 1:
+            self.grads.div_(len(grads))
+        self.optimizer.step()
+        self.version += 1
+
+    def _answer(self, worker: int) -> None:
+        protocol.send_header(worker, protocol.PARAMS, 0, 0, self.version, self.numel)
+        comm.send(self.values, worker)
+        self.seen_version[worker] = self.version
+        self.pulls += 1
+
+    def _maybe_finish_round(self) -> None:
+        waiting_for = self.live - self.done
+        if self.pending and set(self.pending) >= waiting_for:
+            self._apply([self.pending[w] for w in sorted(self.pending)])
+            for worker in sorted(self.pending):
+                self._answer(worker)
+            self.pending.clear()
+
+    def _release_held(self) -> None:
+        """ssp: answer every held worker within `staleness` of the slowest live one (async: all)."""
+        active = self.live - self.done
+        slowest = min((self.clock[w] for w in active), default=0)
+        limit = self.config.staleness if self.config.mode == "ssp" else None
+        still = []
+        for worker in self.held:
+            if limit is None or worker not in active or self.clock[worker] - slowest <= limit:
+                if worker in self.live:
+                    self._answer(worker)
+            else:
+                still.append(worker)
+        self.held = still
+
+    def _after_membership_change(self) -> None:
+        if self.config.mode == "sync":
+            self._maybe_finish_round()
+        else:
+            self._release_held()
+
+    def _check_heartbeats(self) -> None:
+        if self.config.mode == "sync" or self.heartbeats is None:
+            return
+        for worker in sorted(self.live - self.done):
+            if not self.heartbeats.alive(worker):
+                self.live.discard(worker)
+                self.dropped.append(worker)
+                self.held = [w for w in self.held if w != worker]
+                self._after_membership_change()
