@@ -25,7 +25,7 @@ def markdown_table(report: dict) -> str:
     baseline = report["baseline"]
     head = ["config", "step ms (IQR)", f"/ {baseline}", "peak RSS MB",
             "model states MB: params / grads / optim / other = total", "predicted MB: params / grads / optim = total",
-            "comm MB/step (predicted)", "parity vs " + baseline + ": |dloss|, max |dparam|"]
+            "comm MB/step (predicted)", f"parity vs {baseline} (loss diff, max param diff)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in report["configs"].items():
         lines.append("| " + " | ".join(row_cells(name, entry, report)) + " |")

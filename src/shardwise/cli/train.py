@@ -24,6 +24,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument("--precision", default=DEFAULTS.precision, help="fp32, bf16 or fp16 (fp16: ZeRO strategies)")
     p.add_argument("--offload", default=DEFAULTS.offload, help="none or cpu (ZeRO strategies)")
+    p.add_argument("--servers", type=positive_int, default=DEFAULTS.servers, help="parameter server: server ranks")
+    p.add_argument("--mode", default=DEFAULTS.mode, choices=["sync", "async", "ssp"], help="parameter server mode")
+    p.add_argument("--staleness", type=int, default=DEFAULTS.staleness, help="parameter server ssp: steps ahead allowed")
+    p.add_argument("--slow-worker", type=float, default=DEFAULTS.slow_worker, help="make worker 0 this many times slower")
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip, help="global gradient-norm clip (0: off)")
     p.add_argument("--eval-every", type=positive_int, default=DEFAULTS.eval_every)
     p.add_argument("--block-size", type=positive_int, default=DEFAULTS.model.block_size)
@@ -44,7 +48,8 @@ def main(args) -> int:
     config = TrainConfig(
         strategy=args.strategy, nproc=args.nproc, steps=args.steps, seed=args.seed, global_batch=args.global_batch,
         lr=args.lr, precision=args.precision, offload=args.offload, grad_clip=args.grad_clip, eval_every=args.eval_every,
-        save_every=args.save_every, resume=args.resume, out_dir=args.out, run_dir=args.run_dir,
+        save_every=args.save_every, servers=args.servers, mode=args.mode, staleness=args.staleness,
+        slow_worker=args.slow_worker, resume=args.resume, out_dir=args.out, run_dir=args.run_dir,
         report=args.report, progress=not args.no_progress, timeout_s=args.timeout,
         model=GPTConfig(block_size=args.block_size, n_layer=args.layers, n_embd=args.embd, n_head=args.heads),
     )

@@ -59,9 +59,9 @@ def conjugate_gradient(oracle: Oracle, x0: torch.Tensor, stop: StopRule, config:
         raise ConfigError(f"{name} solves ridge regression (a linear system); for {oracle.local.kind} use newton-cg")
     trace = Trace(oracle, stop, keep_iterates)
     preconditioner = build_preconditioner(config.preconditioner, oracle, config.subsample_rows, config.shift)
-    answer = oracle.evaluate(gradients_at=[x0], diagonal_at=x0 if config.preconditioner == "jacobi" else None)
+    answer = oracle.evaluate(gradients_at=[x0], diagonals_at=[x0] if config.preconditioner == "jacobi" else [])
     f0, g0 = answer.grad_values[0], answer.grads[0]
-    preconditioner.update(x0, answer.diagonal)
+    preconditioner.update(x0, answer.diagonals[0] if answer.diagonals else None)
     x, step = x0.clone(), torch.zeros_like(x0)
     residual = -g0
     precond_residual = preconditioner.apply(residual)

@@ -70,6 +70,8 @@ class NewtonCGConfig(CGConfig):
     """Cap on Hessian-vector products (rounds) per Newton step."""
     self_concordance: float = 2.0
     """M of f's self-concordance; the step is x − v/(1 + (M/2)·δ), δ = √(vᵀ∇²f v) (2: standard, DiSCO's damping)."""
+    try_full_step: bool = True
+    """Also evaluate the full step x − v in the next gradient round and keep it if f is lower (no extra round)."""
 
     def __post_init__(self):
         super().__post_init__()

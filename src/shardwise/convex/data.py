@@ -35,6 +35,8 @@ class DataSpec:
     """Classes of a synthetic classification set."""
     seed: int = 0
     """Seed of a synthetic set."""
+    effective_rank: int = 0
+    """0: independent features; R > 0: correlated features with about R strong directions (see _synthetic)."""
     standardize: bool = True
     """Scale each feature to zero mean and unit variance (constant columns are only centred)."""
     intercept: bool = True
@@ -67,17 +69,31 @@ def load_raw(spec: DataSpec, regression: bool) -> tuple[str, np.ndarray, np.ndar
 
 
 def _synthetic(spec: DataSpec, regression: bool):
-    """make_regression / make_classification with their default shape ratios scaled to `features`."""
-    from sklearn.datasets import make_classification, make_regression
+    """Seeded scikit-learn generators, scaled to `features`.
+
+    Regression: make_regression (its own `effective_rank` when R > 0). Classification with
+    independent features: make_classification, a tenth of the features informative, a tenth
+    redundant (linear combinations of those), the rest noise, 1% of labels flipped. With R > 0:
+    the features of make_regression(effective_rank=R) (sklearn's make_low_rank_matrix: a
+    bell-shaped singular spectrum with a heavy tail, as in real data whose features correlate)
+    and labels drawn from a logistic model on them (`_logistic_labels`).
+    """
+    from sklearn.datasets import make_classification, make_low_rank_matrix, make_regression
 
     if spec.samples < 1 or spec.features < 1:
         raise ConfigError(f"a synthetic set needs at least 1 sample and 1 feature, got {spec.samples}x{spec.features}")
-    name = f"synthetic-{spec.samples}x{spec.features}-s{spec.seed}"
+    if spec.effective_rank < 0:
+        raise ConfigError(f"effective rank must be 0 (independent features) or positive, got {spec.effective_rank}")
+    name = f"synthetic-{spec.samples}x{spec.features}-s{spec.seed}" + (f"-r{spec.effective_rank}" if spec.effective_rank else "")
     informative = max(2, spec.features // 10)
     if regression:
         x, y = make_regression(spec.samples, spec.features, n_informative=min(informative, spec.features),
-                               noise=1.0, random_state=spec.seed)
+                               effective_rank=spec.effective_rank or None, noise=1.0, random_state=spec.seed)
         return name, x, y
+    if spec.effective_rank:
+        x = make_low_rank_matrix(spec.samples, spec.features, effective_rank=spec.effective_rank, tail_strength=0.5,
+                                 random_state=spec.seed)
+        return name + f"-k{spec.classes}", x, _logistic_labels(x, spec.classes, spec.seed)
     if spec.classes < 2:
         raise ConfigError(f"a classification set needs at least 2 classes, got {spec.classes}")
     informative = max(informative, int(np.ceil(np.log2(spec.classes))) + 1)
@@ -87,6 +103,20 @@ def _synthetic(spec: DataSpec, regression: bool):
     x, y = make_classification(spec.samples, spec.features, n_informative=informative, n_redundant=redundant,
                                n_classes=spec.classes, random_state=spec.seed)
     return name + f"-k{spec.classes}", x, y.astype(np.float64)
+
+
+def _logistic_labels(x: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
+    """y ~ softmax(z W): z the standardised features, W Gaussian scaled so the scores have std 3 (pure, seeded)."""
+    rng = np.random.default_rng(seed)
+    z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+    weights = rng.standard_normal((x.shape[1], n_classes if n_classes > 2 else 1))
+    scores = z @ weights
+    scores *= 3.0 / max(float(scores.std()), 1e-300)
+    if n_classes == 2:
+        return (rng.random(len(x)) < 1.0 / (1.0 + np.exp(-scores[:, 0]))).astype(np.float64)
+    probs = np.exp(scores - scores.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return (rng.random((len(x), 1)) > probs.cumsum(1)).sum(1).clip(0, n_classes - 1).astype(np.float64)
 
 
 def _read_npz(path: str):

@@ -22,8 +22,8 @@ from .trace import SolveResult, StopRule, Trace
 
 def _start(oracle: Oracle, x0: torch.Tensor, config: GDConfig):
     """Round 1: f, ∇f and diag ∇²f at x0; the diagonal's largest entry is the first L (a lower bound)."""
-    answer = oracle.evaluate(gradients_at=[x0], diagonal_at=x0 if config.initial_lipschitz is None else None)
-    lipschitz = config.initial_lipschitz or float(answer.diagonal.max())
+    answer = oracle.evaluate(gradients_at=[x0], diagonals_at=[x0] if config.initial_lipschitz is None else [])
+    lipschitz = config.initial_lipschitz or float(answer.diagonals[0].max())
     return answer.grad_values[0], answer.grads[0], lipschitz
 
 

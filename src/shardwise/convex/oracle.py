@@ -40,8 +40,8 @@ class Evaluation:
     """f at each point of `gradients_at`."""
     grads: list[torch.Tensor] = field(default_factory=list)
     """∇f at each point of `gradients_at`."""
-    diagonal: torch.Tensor | None = None
-    """diag ∇²f at `diagonal_at`."""
+    diagonals: list[torch.Tensor] = field(default_factory=list)
+    """diag ∇²f at each point of `diagonals_at`."""
     hvp: torch.Tensor | None = None
     """∇²f(w) v for the requested (w, v)."""
 
@@ -69,7 +69,7 @@ class Oracle:
         return buffer
 
     def evaluate(self, values_at: Sequence[torch.Tensor] = (), gradients_at: Sequence[torch.Tensor] = (),
-                 diagonal_at: torch.Tensor | None = None,
+                 diagonals_at: Sequence[torch.Tensor] = (),
                  hvp: tuple[torch.Tensor, torch.Tensor] | None = None) -> Evaluation:
         """One round: f at `values_at`, (f, ∇f) at `gradients_at`, diag ∇²f, and ∇²f(w) v, packed together."""
         parts: list[torch.Tensor] = []
@@ -78,16 +78,16 @@ class Oracle:
         for w in gradients_at:
             loss, grad = self.local.loss_grad_sum(w)
             parts += [loss.reshape(1), grad]
-        if diagonal_at is not None:
-            parts.append(self.local.diag_sum(diagonal_at))
+        for w in diagonals_at:
+            parts.append(self.local.diag_sum(w))
         if hvp is not None:
             parts.append(self.local.hvp_sum(*hvp))
         if not parts:
             raise ValueError("evaluate() needs at least one request")
         buffer = self.all_reduce(torch.cat(parts))
-        return self._unpack(buffer / self.n_total, values_at, gradients_at, diagonal_at, hvp)
+        return self._unpack(buffer / self.n_total, values_at, gradients_at, diagonals_at, hvp)
 
-    def _unpack(self, means, values_at, gradients_at, diagonal_at, hvp) -> Evaluation:
+    def _unpack(self, means, values_at, gradients_at, diagonals_at, hvp) -> Evaluation:
         out, offset, d = Evaluation(), 0, self.dim
         half_lam = 0.5 * self.lam
         for w in values_at:
@@ -97,8 +97,8 @@ class Oracle:
             out.grad_values.append(float(means[offset]) + half_lam * float(w.dot(w)))
             out.grads.append(means[offset + 1:offset + 1 + d] + self.lam * w)
             offset += 1 + d
-        if diagonal_at is not None:
-            out.diagonal = means[offset:offset + d] + self.lam
+        for _ in diagonals_at:
+            out.diagonals.append(means[offset:offset + d] + self.lam)
             offset += d
         if hvp is not None:
             out.hvp = means[offset:offset + d] + self.lam * hvp[1]

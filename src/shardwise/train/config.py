@@ -32,6 +32,14 @@ class TrainConfig:
     """fp32, or bf16/fp16 compute (ZeRO: fp32 master weights; DDP: bf16 autocast)."""
     offload: str = "none"
     """ZeRO only: 'cpu' keeps master weights and optimizer state on the CPU."""
+    servers: int = 1
+    """Parameter server only: server ranks (of --nproc; the rest are workers)."""
+    mode: str = "sync"
+    """Parameter server only: sync, async or ssp."""
+    staleness: int = 2
+    """Parameter server ssp only: steps a worker may run ahead of the slowest."""
+    slow_worker: float = 1.0
+    """Make worker 0 this many times slower (a straggler, to see what async buys)."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value; 0 turns clipping off."""
     eval_every: int = 100
@@ -61,20 +69,33 @@ class TrainConfig:
         for name in ("nproc", "steps", "global_batch", "eval_every", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.global_batch % self.nproc:
-            raise ConfigError(f"global batch {self.global_batch} does not split evenly over {self.nproc} ranks")
+        if self.trainers >= 1 and self.global_batch % self.trainers:
+            raise ConfigError(f"global batch {self.global_batch} does not split evenly over {self.trainers} ranks")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"--precision must be fp32, bf16 or fp16, got '{self.precision}'")
         self.build_strategy()
 
+    @property
+    def trainers(self) -> int:
+        """Ranks that train (a parameter server's servers do not)."""
+        return self.nproc - self.servers if self.strategy == "ps" else self.nproc
+
     def build_strategy(self):
         """The strategy object for `strategy`, `precision` and `offload`."""
         from ..strategy.registry import resolve_strategy
         from ..zero import ZeRO
 
+        from ..ps import ParameterServer
+
         strategy = resolve_strategy(self.strategy)
+        if isinstance(strategy, ParameterServer):
+            if self.precision != "fp32" or self.offload != "none":
+                raise ConfigError("the parameter server trains in fp32 without offload")
+            if self.nproc <= self.servers:
+                raise ConfigError(f"--nproc {self.nproc} leaves no worker beside {self.servers} server(s)")
+            return ParameterServer(servers=self.servers, mode=self.mode, staleness=self.staleness)
         if isinstance(strategy, ZeRO):
             dtype = None if self.precision == "fp32" else self.precision
             return ZeRO(stage=strategy.stage, param_dtype=dtype, offload=self.offload)

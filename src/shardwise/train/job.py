@@ -17,7 +17,7 @@ def run_training(config: TrainConfig) -> tuple[dict, str]:
     """Validate, train on `config.nproc` ranks, write report, plot and checkpoint; return (report, run_dir)."""
     config.validate()
     corpus = load_corpus()  # built once here, so ranks find it cached
-    BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.nproc, config.seed)
+    BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.trainers, config.seed)
     if config.run_dir is None and config.resume:
         config.run_dir = os.path.dirname(os.path.abspath(config.resume)) if os.path.isfile(
             os.path.join(config.resume, "LATEST")) else config.resume

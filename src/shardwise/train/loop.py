@@ -39,13 +39,14 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 def train_rank(config: TrainConfig) -> dict:
     """Train on this rank's slices; return this rank's measurements (rank 0 also evaluates)."""
-    rank, world = env.rank(), env.world_size()
     corpus = load_corpus()
-    sampler = BatchSampler(corpus.train, config.model.block_size, config.global_batch, rank, world, config.seed)
     torch.manual_seed(config.seed)
     model = GPT(config.model)
     strategy = config.build_strategy()
     model, optimizer = wrap(model, build_optimizer(model, config), strategy=strategy)
+    rank, world = env.rank(), env.world_size()  # after wrap: a parameter server's workers only
+    sampler = BatchSampler(corpus.train, config.model.block_size, config.global_batch, rank, world, config.seed)
+    asynchronous = getattr(strategy, "mode", "sync") != "sync"
     autocast = _autocast(config, strategy)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     start_step = 0
@@ -71,20 +72,26 @@ def train_rank(config: TrainConfig) -> dict:
         x, y = sampler.batch(step)
         comm.reset_comm_stats()
         started = time.perf_counter()
+        if rank == 0 and config.slow_worker > 1:
+            slow_started = time.perf_counter()
         with autocast:
             logits = model(x)
         loss = lm_loss(logits.float(), y)
         loss.backward()
         if config.grad_clip > 0:
             clip_gradients(model, optimizer, config.grad_clip)
+        if rank == 0 and config.slow_worker > 1:  # a straggler: its compute takes slow_worker times longer
+            time.sleep((config.slow_worker - 1) * (time.perf_counter() - slow_started))
         optimizer.step()
         optimizer.zero_grad()
         step_times.append(time.perf_counter() - started)
         step_bytes.append(comm.comm_stats()["total"])
         losses.append(loss.item())
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            evals.append((step + 1, evaluate(model, corpus, config)))
-        if config.run_dir and (step + 1 == config.steps or config.save_every and (step + 1) % config.save_every == 0):
+            evals.append((step + 1, evaluate(model, corpus, config, alone=asynchronous)))
+        # Asynchronous workers may die, so they take part in no collective such as a save.
+        if config.run_dir and not asynchronous and (
+                step + 1 == config.steps or config.save_every and (step + 1) % config.save_every == 0):
             save_checkpoint(checkpoint_dir(config.run_dir), model, optimizer, extra={**extra, "step": step + 1})
         if bar is not None:
             bar.update(1)
@@ -96,7 +103,9 @@ def train_rank(config: TrainConfig) -> dict:
     if bar is not None:
         bar.close()
     state_bytes = model_state_bytes(model, optimizer)
+    server_stats = optimizer.finish() if hasattr(optimizer, "finish") else None
     return {
+        "server_stats": server_stats,
         "start_step": start_step,
         "rank": rank,
         "local_losses": losses,
@@ -126,16 +135,18 @@ def _autocast(config: TrainConfig, strategy):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, corpus, config: TrainConfig) -> float:
-    """Mean validation loss over `eval_batches` fixed batches, each rank taking every N-th one."""
-    rank, world = env.rank(), env.world_size()
+def evaluate(model: torch.nn.Module, corpus, config: TrainConfig, alone: bool = False) -> float:
+    """Mean validation loss over `eval_batches` fixed batches, each rank taking every N-th one
+    (`alone`: this rank takes them all, with no collective, for workers that may die)."""
+    rank, world = (0, 1) if alone else (env.rank(), env.world_size())
     batches = random_eval_batches(corpus.val, config.model.block_size, 8, config.eval_batches, seed=1234)
     total = torch.zeros(2, dtype=torch.float64)  # [sum of losses, count]
     for index, (x, y) in enumerate(batches):
         if index % world == rank:
             total[0] += lm_loss(model(x), y).item()
             total[1] += 1
-    comm.all_reduce(total)
+    if not alone:
+        comm.all_reduce(total)
     return (total[0] / total[1]).item()
 
 

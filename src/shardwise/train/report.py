@@ -11,8 +11,9 @@ from .config import TrainConfig
 
 def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
     """Global-batch mean loss per step (equal slices: the mean of rank means), medians, per-rank lists."""
+    per_rank = [r for r in per_rank if r is not None]  # parameter servers, and workers that died
     world = len(per_rank)
-    steps = len(per_rank[0]["local_losses"])
+    steps = min(len(r["local_losses"]) for r in per_rank)
     losses = [sum(r["local_losses"][s] for r in per_rank) / world for s in range(steps)]
     # A step is as slow as its slowest rank.
     step_times = [max(r["step_times"][s] for r in per_rank) for s in range(steps)]
@@ -34,6 +35,7 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
         "global_batch": config.global_batch,
         "tokens_per_step": tokens_per_step,
         "config": config.to_dict(),
+        **({"parameter_server": per_rank[0]["server_stats"]} if per_rank[0].get("server_stats") else {}),
     }
 
 

@@ -1,0 +1,94 @@
+"""Parameter server: sync parity, the ssp staleness bound, async training through a dead worker."""
+
+import functools
+import os
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import shardwise as sw
+from shardwise.models import MLP
+from shardwise.testing.parity import Run, check_parity
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("world_size", [3, 4])
+def test_sync_mode_matches_single_process_with_one_and_two_servers(world_size):
+    runs = [Run(case, sw.ParameterServer(servers=k), accumulation)
+            for case in ("mlp_groups", "gpt_tied") for k in (1, 2) for accumulation in (1, 2)]
+    assert check_parity(runs, world_size) == []
+
+
+def _train(strategy, steps, slow_worker=None, die_at=None, dying_worker=None, sleep_s=0.04):
+    torch.manual_seed(0)
+    model = MLP(d_in=8, width=16, depth=2, d_out=4)
+    model, optimizer = sw.wrap(model, functools.partial(torch.optim.SGD, lr=0.05), strategy=strategy)
+    g = torch.Generator().manual_seed(sw.rank())
+    x, y = torch.randn(16, 8, generator=g), torch.randn(16, 4, generator=g)
+    sent, answered, losses = [], [], []
+    for step in range(steps):
+        if step == die_at and sw.rank() == dying_worker:
+            os._exit(1)  # a worker dies mid-training
+        if sw.rank() == slow_worker:
+            time.sleep(sleep_s)
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        sent.append(time.time())
+        optimizer.step()
+        answered.append(time.time())
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return {"worker": sw.rank(), "sent": sent, "answered": answered, "losses": losses, "stats": optimizer.finish()}
+
+
+def _ssp(staleness, steps):
+    return _train(sw.ParameterServer(mode="ssp", staleness=staleness), steps, slow_worker=0)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("staleness", [0, 2])
+def test_ssp_no_worker_runs_more_than_staleness_steps_ahead(staleness):
+    steps = 12
+    workers = [r for r in sw.launch(_ssp, 4, args=(staleness, steps)) if r is not None]
+    assert len(workers) == 3
+    ran_ahead = 0
+    for w in workers:
+        for v in workers:
+            for k in range(steps):
+                # The answer to w's push k (its clock k+1) comes only after every other worker has
+                # pushed its step k - staleness.
+                if k - staleness >= 0:
+                    assert v["sent"][k - staleness] <= w["answered"][k], (w["worker"], v["worker"], k)
+                if v["sent"][k] > w["answered"][k]:  # w got its answer before v had pushed step k
+                    ran_ahead += 1
+    if staleness > 0:
+        assert ran_ahead > 0  # the fast workers did use their slack
+    stats = next(w["stats"] for w in workers if w["stats"])
+    histogram = {int(k): v for k, v in stats[0]["staleness_histogram"].items()}
+    assert sum(histogram.values()) == 3 * steps
+    assert max(histogram) <= (staleness + 1) * 2  # bounded by the clocks, not by the run's length
+
+
+def _async_with_a_death(steps):
+    return _train(sw.ParameterServer(mode="async", dead_after_s=1.5), steps, die_at=4, dying_worker=1)
+
+
+@pytest.mark.timeout(120)
+def test_async_training_finishes_when_a_worker_dies():
+    results = sw.launch(_async_with_a_death, 4, args=(25,))
+    assert results[0] is None and results[2] is None  # the server, and the worker that died
+    survivors = [r for r in results if r is not None]
+    assert len(survivors) == 2 and all(len(r["losses"]) == 25 for r in survivors)
+    stats = next(r["stats"] for r in survivors if r["stats"])
+    assert stats[0]["dropped_workers"] == [2]  # global rank of worker 1
+    assert all(r["losses"][-1] < r["losses"][0] for r in survivors)
+
+
+def test_too_few_processes_for_the_servers_is_a_clear_error():
+    with pytest.raises(sw.ConfigError, match="needs at least 2 processes"):
+        sw.wrap(MLP(d_in=2, width=2, depth=1, d_out=2), functools.partial(torch.optim.SGD, lr=0.1),
+                strategy=sw.ParameterServer(servers=1))
+    with pytest.raises(sw.ConfigError, match="mode must be one of sync, async, ssp"):
+        sw.ParameterServer(mode="gossip")
