@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 
 from ..errors import ConfigError, WorkerError
-from . import bench, plan, run, sample, train
+from . import bench, plan, run, sample, solve, train
 from .parser import USER_ERROR, OneLineParser
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="shardwise", description="Distributed training and optimization on PyTorch.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for command in (train, sample, run, plan, bench):
+    for command in (train, sample, run, plan, bench, solve):
         command.add_parser(subparsers)
     return parser
 

@@ -3,7 +3,8 @@
 Ridge: the normal equations (XᵀX/n + λI) w = Xᵀy/n by Cholesky (`scipy.linalg.solve`), or the
 minimum-norm least-squares solution when λ = 0 (`scipy.linalg.lstsq`). Logistic and
 multinomial: `scipy.optimize.minimize(method="trust-exact")` with the exact dense Hessian,
-to ‖∇f‖ ≤ 1e-11, then checked: with λ-strong convexity f − f* ≤ ‖∇f‖²/(2λ), so the reported f*
+to ‖∇f‖ ≤ 1e-11, polished by up to three plain Newton steps (which need no f differences, the
+limit of trust-exact's progress test in float64), then checked: with λ-strong convexity f − f* ≤ ‖∇f‖²/(2λ), so the reported f*
 is within that bound of the true optimum (far below the 1e-8 the benchmarks resolve).
 The cache key hashes the problem kind, λ and the prepared data bytes; entries live in memory
 and as small JSON files under $SHARDWISE_CACHE_DIR (default ~/.cache/shardwise/reference).
@@ -108,7 +109,13 @@ def _solve(data: Dataset, kind: str, lam: float) -> Reference:
 
     solution = scipy.optimize.minimize(fun, np.zeros(oracle.dim), jac=True, hess=hess, method="trust-exact",
                                        options={"gtol": GRAD_TOL, "maxiter": 500})
-    f, g = oracle.value_grad(torch.from_numpy(solution.x))
+    w, (f, g) = solution.x, oracle.value_grad(torch.from_numpy(solution.x))
+    for _ in range(3):  # trust-exact stops once f stops resolving progress; Newton steps need only ∇f
+        candidate = w - scipy.linalg.solve(hess(w), g.numpy(), assume_a="pos")
+        f_candidate, g_candidate = oracle.value_grad(torch.from_numpy(candidate))
+        if not float(g_candidate.norm()) < float(g.norm()):
+            break
+        w, f, g = candidate, f_candidate, g_candidate
     grad_norm = float(g.norm())
     if grad_norm > 1e3 * GRAD_TOL:
         raise RuntimeError(f"reference solve did not converge: ‖∇f‖ = {grad_norm:.3g} ({solution.message})")

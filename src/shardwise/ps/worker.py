@@ -72,6 +72,10 @@ class WorkerClientMixin:
         """Tell the servers this worker is done; worker 0 returns the servers' statistics."""
         return self._shardwise_client.finish()
 
+    def updates_applied(self) -> int:
+        """Updates the servers had applied at this worker's last pull (async: pushes by anyone)."""
+        return min(self._shardwise_client.versions)
+
 
 class Client:
     def __init__(self, model: WorkerModule, ranges: list[tuple[int, int]], worker_rank: int, worker_index: int):

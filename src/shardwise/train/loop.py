@@ -63,12 +63,15 @@ def train_rank(config: TrainConfig) -> dict:
     bar = _progress_bar(config, start_step) if rank == 0 and config.progress else None
     tokens_per_step = config.global_batch * config.model.block_size
     losses, step_times, step_bytes, evals = [], [], [], []
+    loop_started = time.perf_counter()
     extra = {"model_config": config.model.__dict__, "base_lrs": base_lrs, "seed": config.seed,
              "global_batch": config.global_batch}
-    for step in range(start_step, config.steps):
+    for step in _steps(config, optimizer, start_step, world, asynchronous):
         progress.report_step(step)
+        # Asynchronous workers follow the schedule by the updates applied, in sync-step units.
+        schedule_step = optimizer.updates_applied() // world if asynchronous else step
         for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base * lr_factor(step, config)
+            group["lr"] = base * lr_factor(schedule_step, config)
         x, y = sampler.batch(step)
         comm.reset_comm_stats()
         started = time.perf_counter()
@@ -87,7 +90,8 @@ def train_rank(config: TrainConfig) -> dict:
         step_times.append(time.perf_counter() - started)
         step_bytes.append(comm.comm_stats()["total"])
         losses.append(loss.item())
-        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+        if ((step + 1) % config.eval_every == 0 or step + 1 == config.steps and not asynchronous) and (
+                rank == 0 or not asynchronous):
             evals.append((step + 1, evaluate(model, corpus, config, alone=asynchronous)))
         # Asynchronous workers may die, so they take part in no collective such as a save.
         if config.run_dir and not asynchronous and (
@@ -102,10 +106,15 @@ def train_rank(config: TrainConfig) -> dict:
             bar.set_postfix(postfix)
     if bar is not None:
         bar.close()
+    if asynchronous and rank == 0:  # the budget ends at no fixed step: evaluate where it ended
+        evals.append((step + 1, evaluate(model, corpus, config, alone=True)))
+    train_seconds = time.perf_counter() - loop_started
     state_bytes = model_state_bytes(model, optimizer)
     server_stats = optimizer.finish() if hasattr(optimizer, "finish") else None
     return {
         "server_stats": server_stats,
+        "train_seconds": train_seconds,
+        "samples": len(losses) * sampler.local_batch,
         "start_step": start_step,
         "rank": rank,
         "local_losses": losses,
@@ -115,6 +124,16 @@ def train_rank(config: TrainConfig) -> dict:
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "evals": evals,
     }
+
+
+def _steps(config: TrainConfig, optimizer, start_step: int, world: int, asynchronous: bool):
+    """Step numbers to run. Asynchronous workers share a budget of samples instead: each keeps
+    pushing until the servers have applied `steps` x workers updates, so fast workers take on
+    the work a straggler does not."""
+    step = start_step
+    while (optimizer.updates_applied() < config.steps * world) if asynchronous else step < config.steps:
+        yield step
+        step += 1
 
 
 def clip_gradients(model, optimizer, max_norm: float) -> None:

@@ -29,6 +29,8 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
         "val_losses": [{"step": s, "loss": v} for s, v in per_rank[0]["evals"]],
         "step_time_s": step_time,
         "tokens_per_s": tokens_per_step / step_time,
+        "samples_per_s": sum(r["samples"] for r in per_rank) / max(r["train_seconds"] for r in per_rank),
+        "train_seconds": max(r["train_seconds"] for r in per_rank),
         "peak_rss_bytes": [r["peak_rss_bytes"] for r in per_rank],
         "model_state_bytes": [r["model_state_bytes"] for r in per_rank],
         "comm_bytes_per_step": [r["comm_bytes_per_step"] for r in per_rank],
