@@ -122,7 +122,10 @@ def test_two_hosts_train_then_exit_cleanly_when_the_link_is_cut(tmp_path):
     finally:
         for job, log in jobs:
             if job.poll() is None:
-                os.killpg(job.pid, 9)
+                try:
+                    os.killpg(job.pid, 9)
+                except ProcessLookupError:
+                    pass
                 job.wait()
             log.close()
         for name in ns:
