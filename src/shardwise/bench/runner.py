@@ -128,7 +128,12 @@ def bench_rank(config: BenchConfig) -> dict | None:
 
 
 def _progress_bar(case: ModelCase, total: int):
+    """tqdm on stderr. With a thread lock: tqdm's default also makes a multiprocessing lock, a
+    named semaphore that a rank ended by its launcher leaves behind (resource_tracker warns)."""
+    import threading
+
     from tqdm.auto import tqdm
 
+    tqdm.set_lock(threading.RLock())
     return tqdm(total=total, desc=f"bench {case.name} x{dist.get_world_size()}", unit="step",
                 file=sys.stderr, dynamic_ncols=True)

@@ -67,6 +67,7 @@ def main(args) -> int:
         raise ConfigError(f"unknown problem '{args.problem}'; expected one of {', '.join(PROBLEMS)}")
     solvers = parse_solvers(args.solver, args.problem)
     check_lambda(args.problem, args.lam)
+    StopRule(tol=args.tol, criterion="gradient")  # validates --tol before any data is loaded
     spec = DataSpec(args.data, samples=args.samples, features=args.features, classes=args.classes, seed=args.seed,
                     effective_rank=args.effective_rank, standardize=not args.no_standardize,
                     intercept=not args.no_intercept)

@@ -50,6 +50,8 @@ class CGConfig:
     """Rows in the subsample preconditioner; 0: a default from n and d (precondition.default_sample_size)."""
     shift: float = 0.0
     """τ added to the subsample Hessian's diagonal, on top of λ."""
+    reorthogonalize: bool = True
+    """Keep every direction H-conjugate to all earlier ones (local work only; see [Note: full conjugation])."""
 
     def __post_init__(self):
         if self.preconditioner not in PRECONDITIONERS:
@@ -68,15 +70,16 @@ class NewtonCGConfig(CGConfig):
     """Inner PCG stops when ‖∇²f v − ∇f‖ ≤ min(forcing, √‖∇f‖)·‖∇f‖ (superlinear, Nocedal & Wright §7.1)."""
     max_cg_iterations: int = 500
     """Cap on Hessian-vector products (rounds) per Newton step."""
-    self_concordance: float = 2.0
-    """M of f's self-concordance; the step is x − v/(1 + (M/2)·δ), δ = √(vᵀ∇²f v) (2: standard, DiSCO's damping)."""
+    self_concordance: float | None = None
+    """M in the step x − v/(1 + (M/2)·δ), δ = √(vᵀ∇²f v); None: 2 (standard, DiSCO), 0 for ridge (a quadratic)."""
     try_full_step: bool = True
     """Also evaluate the full step x − v in the next gradient round and keep it if f is lower (no extra round)."""
 
     def __post_init__(self):
         super().__post_init__()
-        _check_positive(forcing=self.forcing, max_cg_iterations=self.max_cg_iterations,
-                        self_concordance=self.self_concordance)
+        _check_positive(forcing=self.forcing, max_cg_iterations=self.max_cg_iterations)
+        if self.self_concordance is not None and not self.self_concordance >= 0:
+            raise ConfigError(f"self_concordance must be at least 0, got {self.self_concordance}")
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,9 @@ def newton_cg(oracle: Oracle, x0: torch.Tensor, stop: StopRule, config: NewtonCG
     trace = Trace(oracle, stop, keep_iterates)
     preconditioner = build_preconditioner(config.preconditioner, oracle, config.subsample_rows, config.shift)
     want_diagonal = config.preconditioner == "jacobi"
+    self_concordance = config.self_concordance
+    if self_concordance is None:  # a quadratic is self-concordant with M = 0: Newton's full step
+        self_concordance = 0.0 if oracle.local.kind == "ridge" else 2.0
     candidates = [x0.clone()]
     iteration = 0
     while True:
@@ -57,10 +60,10 @@ def newton_cg(oracle: Oracle, x0: torch.Tensor, stop: StopRule, config: NewtonCG
         preconditioner.update(x, answer.diagonals[best] if want_diagonal else None)
         budget = min(config.max_cg_iterations, stop.max_rounds - oracle.rounds - 1)
         v, hv, _ = pcg_solve(lambda u, at=x: oracle.hessian_vector(at, u), g, preconditioner,
-                             forcing_tolerance(grad_norm, config.forcing), max(budget, 1))
-        step, decrement = damped_step(v, hv, config.self_concordance)
+                             forcing_tolerance(grad_norm, config.forcing), max(budget, 1), config.reorthogonalize)
+        step, decrement = damped_step(v, hv, self_concordance)
         candidates = [x - step]
-        if config.try_full_step and 0.5 * config.self_concordance * decrement > FULL_STEP_MIN_DAMPING:
+        if config.try_full_step and 0.5 * self_concordance * decrement > FULL_STEP_MIN_DAMPING:
             candidates.append(x - v)
         iteration += 1
     return trace.result("newton-cg", x)

@@ -122,6 +122,6 @@ def suboptimality_curve(result: SolveResult, f_star: float) -> tuple[np.ndarray,
     return rounds, np.array([r.objective - f_star for r in result.records])
 
 
-def rounds_to_reach(result: SolveResult, f_star: float, tol: float) -> int | None:
-    """Rounds spent when f − f* first fell to `tol`; None if it never did."""
-    return next((r.rounds for r in result.records if r.objective - f_star <= tol), None)
+def first_reaching(result: SolveResult, f_star: float, tol: float):
+    """The first Record with f − f* ≤ tol (its rounds, bytes and time are what reaching it cost); None if none."""
+    return next((r for r in result.records if r.objective - f_star <= tol), None)

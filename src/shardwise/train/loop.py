@@ -176,7 +176,10 @@ def checkpoint_dir(path: str) -> str:
 
 
 def _progress_bar(config: TrainConfig, start_step: int):
+    import threading
+
     from tqdm.auto import tqdm
 
+    tqdm.set_lock(threading.RLock())  # tqdm's default multiprocessing lock leaks a semaphore in a spawned rank
     return tqdm(total=config.steps, initial=start_step, desc=f"train {config.strategy} x{config.nproc}",
                 unit="step", dynamic_ncols=True)
