@@ -28,11 +28,11 @@ TARGET_RATIO = 5.0
 
 def problems(tiny: bool) -> list[tuple[str, DataSpec, int]]:
     """(label, data, max rounds); GD on breast_cancer needs far more rounds than any budget here."""
-    n, d = (2000, 20) if tiny else (100_000, 200)
+    n, d = (1000, 10) if tiny else (100_000, 200)
     return [
-        ("breast_cancer", DataSpec("breast_cancer"), 2000 if tiny else 20_000),
-        ("synthetic", DataSpec("synthetic", samples=n, features=d, seed=0), 2000 if tiny else 5000),
-        ("synthetic-corr", DataSpec("synthetic", samples=n, features=d, seed=0, effective_rank=10), 2000 if tiny else 5000),
+        ("breast_cancer", DataSpec("breast_cancer"), 300 if tiny else 20_000),
+        ("synthetic", DataSpec("synthetic", samples=n, features=d, seed=0), 300 if tiny else 5000),
+        ("synthetic-corr", DataSpec("synthetic", samples=n, features=d, seed=0, effective_rank=3), 300 if tiny else 5000),
     ]
 
 

@@ -6,6 +6,7 @@ import torch
 import shardwise as sw
 from shardwise.convex import DataSpec, SolveJob, StopRule, load_dataset
 from shardwise.convex.config import NewtonCGConfig
+from shardwise.convex.oracle import no_reduce
 from shardwise.convex.run import local_oracle, run_solver
 from shardwise import comm
 
@@ -29,13 +30,13 @@ def _jobs(problem, solvers):
     return jobs
 
 
-def _all_cases():
+def _all_cases(reduce=comm.all_reduce):
     """Runs on every rank: each case's solvers on this rank's rows; returns iterates, rounds, bytes."""
     out = {}
     for problem, (spec, solvers) in CASES.items():
         data, kind = load_dataset(spec, problem)
         for job in _jobs(problem, solvers):
-            oracle = local_oracle(data, kind, LAM, sw.rank(), sw.world_size(), comm.all_reduce)
+            oracle = local_oracle(data, kind, LAM, sw.rank(), sw.world_size(), reduce)
             comm.reset_comm_stats()
             result = run_solver(job, oracle)
             out[(problem, job.solver, job.config is not None)] = (
@@ -46,7 +47,8 @@ def _all_cases():
 
 @pytest.fixture(scope="module")
 def single_process():
-    return sw.launch(_all_cases, 1, timeout_s=120)[0]
+    """N = 1: this process, no process group, the identity reduce."""
+    return _all_cases(reduce=no_reduce)
 
 
 @pytest.mark.timeout(180)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from shardwise.convex import DataSpec, load_dataset, reference_optimum
+from shardwise.convex import reference as reference_module
 from shardwise.convex.prepare import check_lambda
 from shardwise.errors import ConfigError
 
@@ -72,6 +73,7 @@ def test_bad_sources_and_lambdas(tmp_path):
 
 def test_reference_optimum_is_tight_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("SHARDWISE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(reference_module, "_MEMORY", {})
     data, kind = load_dataset(DataSpec("breast_cancer"), "logistic")
     reference = reference_optimum(data, kind, 1e-4)
     assert reference.grad_norm < 1e-10 and reference.bound < 1e-15
