@@ -8,19 +8,9 @@ import time
 
 from ..bench.config import CONFIG_NAMES, RSS_MODES, BenchConfig, parse_configs
 from ..errors import ConfigError
-from .parser import positive_int
+from .parser import non_negative_int, positive_int
 
 DEFAULTS = BenchConfig()
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value}")
-    return value
 
 
 def config_list(text: str) -> tuple[str, ...]:

@@ -12,7 +12,6 @@ Communication per step: one all-reduce of 4Ψ bytes (fp32), 2(N-1)/N·4Ψ on the
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 
 import torch
@@ -22,25 +21,24 @@ from torch import nn
 from .. import comm
 from ..errors import ConfigError
 from ..flat.buckets import plan_buckets
+from ..strategy.module import SyncingWrapper
 from ..strategy.prepare import parameter_names, unique_parameters
 from .bucket import GradBucket
 
 MB = 1024 * 1024
 
 
-class DataParallel(nn.Module):
+class DataParallel(SyncingWrapper):
     """Wraps a module; gradients are averaged over `group` during backward."""
 
     strategy_name = "ddp"
 
     def __init__(self, module: nn.Module, bucket_mb: float = 25, first_bucket_mb: float = 1, group=None):
-        super().__init__()
-        self.module = module
+        super().__init__(module)
         self.group = group
         self.world_size = dist.get_world_size(group)
         self._names = parameter_names(module)
         self._buckets = self._build_buckets(int(bucket_mb * MB), int(first_bucket_mb * MB))
-        self._sync = True
         self._callback_queued = False
         self._next_to_launch = 0
         for bucket in self._buckets:
@@ -59,18 +57,6 @@ class DataParallel(nn.Module):
             for indices in plan_buckets(sizes, bucket_bytes, first_bucket_bytes if not buckets else None):
                 buckets.append(GradBucket(len(buckets), [params[i] for i in indices]))
         return buckets
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def no_sync(self):
-        """Accumulate gradients locally, without communication; the next backward outside syncs."""
-        previous, self._sync = self._sync, False
-        try:
-            yield
-        finally:
-            self._sync = previous
 
     @property
     def buckets(self) -> list[GradBucket]:

@@ -7,39 +7,26 @@ tests run both.
 
 from __future__ import annotations
 
-import contextlib
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .. import comm
+from ..strategy.module import SyncingWrapper
 from ..strategy.prepare import unique_parameters
 
 
-class NaiveDataParallel(nn.Module):
+class NaiveDataParallel(SyncingWrapper):
 
     strategy_name = "ddp-naive"
     def __init__(self, module: nn.Module, group=None):
-        super().__init__()
-        self.module = module
+        super().__init__(module)
         self.group = group
         self.world_size = dist.get_world_size(group)
-        self._sync = True
         for p in unique_parameters(module):
             if p.requires_grad:
                 p.register_post_accumulate_grad_hook(self._average_grad)
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def no_sync(self):
-        previous, self._sync = self._sync, False
-        try:
-            yield
-        finally:
-            self._sync = previous
 
     def _average_grad(self, param: torch.Tensor) -> None:
         if self._sync:
