@@ -55,6 +55,8 @@ def load_full_state(model, optimizer, params: dict, optim: dict, whole: dict, gr
         raise ConfigError(f"checkpoint has {len(groups)} optimizer parameter groups, the optimizer has {len(optimizer.param_groups)}")
     for group, saved in zip(optimizer.param_groups, groups):
         group.update(saved)
+    if hasattr(optimizer, "_shardwise_client"):
+        return  # a parameter server's optimizer state lives on the servers, which load it themselves
     if hasattr(optimizer, "_shardwise_engine"):
         zero_state.scatter_full_state(optimizer, parameter_names(module), optim)
         return

@@ -50,12 +50,14 @@ def save_checkpoint(path, model, optimizer, extra=None) -> None:
         error = f"rank {rank}: {exc.strerror or exc}"
     results = comm.all_gather_object((error, digest))
     errors = [e for e, _ in results if e]
+    client = getattr(optimizer, "_shardwise_client", None)
+    server_files = client.save(os.path.abspath(target)) if client is not None and rank == 0 and not errors else {}
     if rank == 0 and not errors:
         meta = {
             "format": FORMAT, "version": VERSION, "strategy": getattr(model, "strategy_name", "none"),
             "world_size": world, "shapes": trainable_shapes(model),
             "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
-            "extra": extra or {}, "files": {f"rank{r:05d}.pt": d for r, (_, d) in enumerate(results)},
+            "extra": extra or {}, "files": {**{f"rank{r:05d}.pt": d for r, (_, d) in enumerate(results)}, **server_files},
             "torch": torch.__version__,
         }
         try:
@@ -88,6 +90,12 @@ def load_checkpoint(path, model, optimizer) -> dict:
     whole = next((s.get("whole", {}) for s in shards if "whole" in s), {})
     load_full_state(model, optimizer, params, optim, whole, meta["param_groups"])
     rank = env.rank()
+    client = getattr(optimizer, "_shardwise_client", None)
+    if client is not None:  # the servers take their ranges; then every worker pulls afresh
+        if rank == 0:
+            client.load(os.path.abspath(path))
+        comm.barrier()
+        client.join()
     if meta["world_size"] == env.world_size() and rank < len(shards):
         torch.set_rng_state(shards[rank]["rng"])
     return meta["extra"]

@@ -40,7 +40,9 @@ def local_shard(model: nn.Module, optimizer, rank: int, world_size: int) -> dict
     params: dict[str, list] = {}
     optim: dict[str, list] = {}
     engine = getattr(optimizer, "_shardwise_engine", None)
-    if engine is not None:
+    if hasattr(optimizer, "_shardwise_client"):
+        pass  # a parameter server's workers: the servers write parameters and optimizer state
+    elif engine is not None:
         for group in optimizer.param_groups:
             for piece in group["params"]:
                 if id(piece) not in optimizer._shardwise_origin:

@@ -13,7 +13,7 @@ import torch
 
 from .. import comm
 
-JOIN, PUSH, DONE, PARAMS, STATS = 1, 2, 3, 4, 5
+JOIN, PUSH, DONE, PARAMS, STATS, SAVE, LOAD = 1, 2, 3, 4, 5, 6, 7
 HEADER = 6  # kind, worker, step, version, payload elements, spare
 
 

@@ -24,12 +24,15 @@ from .. import comm
 from ..runtime import progress
 from ..strategy.optim_rebuild import group_options, rebuild_optimizer
 from . import protocol
+from .checkpoint import load_server_shard, save_server_shard
 from .keys import pieces
 
 
 class Server:
-    def __init__(self, config, optimizer, params: list[nn.Parameter], lo: int, hi: int, workers: list[int], heartbeats):
+    def __init__(self, config, optimizer, params: list[nn.Parameter], lo: int, hi: int, workers: list[int], heartbeats,
+                 names: list[str] | None = None):
         self.config, self.workers, self.heartbeats = config, workers, heartbeats
+        self.pieces: list[tuple[nn.Parameter, str, int, int, tuple]] = []  # piece, name, start, end, shape
         self.numel = hi - lo
         flat = torch.cat([p.detach().reshape(-1).float() for p in params])
         self.values = flat[lo:hi].clone()  # 1D fp32: this server's key range
@@ -43,6 +46,8 @@ class Server:
             piece = nn.Parameter(self.values[start:start + b - a], requires_grad=True)
             piece.grad = self.grads[start:start + b - a]
             owned[id(params[index])].append(piece)
+            name = names[index] if names else str(index)
+            self.pieces.append((piece, name, a, b, tuple(params[index].shape)))
         groups = []
         for group in optimizer.param_groups:
             mine = [piece for p in group["params"] for piece in owned.get(id(p), [])]
@@ -106,6 +111,8 @@ class Server:
                     payload = (grad, lrs)
                 elif fields[0] == protocol.DONE:
                     expected_done -= 1
+                elif fields[0] in (protocol.SAVE, protocol.LOAD):
+                    payload = protocol.recv_object(worker)
                 inbox.put((worker, fields, payload))
         except BaseException as exc:  # a dead worker's connection: the main loop decides
             if self.config.mode == "sync":
@@ -131,6 +138,11 @@ class Server:
                 self._apply([grad])
                 self.held.append(worker)
                 self._release_held()
+        elif kind == protocol.SAVE:
+            protocol.send_object(worker, save_server_shard(self, payload))
+        elif kind == protocol.LOAD:
+            load_server_shard(self, payload)
+            protocol.send_object(worker, True)
         elif kind == protocol.DONE:
             self.done.add(worker)
             self._after_membership_change()

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from ..errors import ConfigError
 from ..runtime import env, progress
-from ..strategy.prepare import unique_parameters
+from ..strategy.prepare import parameter_names, unique_parameters
 from . import heartbeat
 from .keys import key_ranges
 from .server import Server
@@ -31,7 +31,9 @@ def wrap_parameter_server(config, module, optimizer):
     beats = heartbeat.Heartbeats(config.dead_after_s) if config.mode != "sync" else None
     if rank < config.servers:
         lo, hi = ranges[rank]
-        server = Server(config, optimizer, params, lo, hi, workers, beats)
+        names = parameter_names(module)
+        server = Server(config, optimizer, params, lo, hi, workers, beats, [names[id(p)] for p in params])
+        server.rank = rank
         heartbeat.publish_stats(rank, {"server": rank, "key_range": [lo, hi], **server.serve()})
         raise progress.ServerFinished()
     env.set_training_view(rank - config.servers, len(workers), worker_group)

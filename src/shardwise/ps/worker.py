@@ -107,6 +107,25 @@ class Client:
             comm.recv(self.model.flat_params[lo:hi], server)
             self.versions[server] = fields[3]
 
+    def save(self, folder: str) -> dict[str, str]:
+        """Ask every server to write its shard into `folder`; {file name: SHA-256}."""
+        files = {}
+        for server in range(len(self.ranges)):
+            protocol.send_header(server, protocol.SAVE, self.worker_rank)
+            protocol.send_object(server, folder)
+        for server in range(len(self.ranges)):
+            name, digest = protocol.recv_object(server)
+            files[name] = digest
+        return files
+
+    def load(self, path: str) -> None:
+        """Ask every server to take its range from the checkpoint at `path`."""
+        for server in range(len(self.ranges)):
+            protocol.send_header(server, protocol.LOAD, self.worker_rank)
+            protocol.send_object(server, path)
+        for server in range(len(self.ranges)):
+            protocol.recv_object(server)
+
     def finish(self):
         if not self.finished:
             self.finished = True
