@@ -131,3 +131,19 @@ def test_servers_save_and_restore_their_shards_across_strategies(tmp_path):
     for state in [r for r in sw.launch(_case_train, 3, args=(sw.ParameterServer(), 4, None, str(tmp_path / "b"))) if r]:
         for key, value in straight.items():
             assert torch.allclose(state[key], value, rtol=1e-5, atol=1e-6), key
+
+
+def _server_dies():
+    import threading
+
+    if sw.rank() == 0:  # the server: gone two seconds in
+        threading.Timer(2.0, lambda: os._exit(7)).start()
+    return _train(sw.ParameterServer(mode="async"), 10_000)
+
+
+@pytest.mark.timeout(90)
+def test_server_death_ends_the_job_with_a_message():
+    started = time.monotonic()
+    with pytest.raises(sw.WorkerError, match=r"rank 0 died \(exit code 7"):
+        sw.launch(_server_dies, 3, timeout_s=80)
+    assert time.monotonic() - started < 60
