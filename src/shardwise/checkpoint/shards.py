@@ -14,6 +14,7 @@ from torch import nn
 
 from ..strategy.prepare import parameter_names, unique_parameters
 from ..strategy.state import unwrap
+from ..zero.optimizer import owned_pieces
 
 
 def even_range(numel: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -43,16 +44,12 @@ def local_shard(model: nn.Module, optimizer, rank: int, world_size: int) -> dict
     if hasattr(optimizer, "_shardwise_client"):
         pass  # a parameter server's workers: the servers write parameters and optimizer state
     elif engine is not None:
-        for group in optimizer.param_groups:
-            for piece in group["params"]:
-                if id(piece) not in optimizer._shardwise_origin:
-                    continue
-                unit, layout_piece = optimizer._shardwise_origin[id(piece)]
-                name = names[id(unit.params[layout_piece.index])]
-                span = (layout_piece.param_start, layout_piece.param_end)
-                params.setdefault(name, []).append((*span, piece.detach().float().cpu().clone()))
-                per_element, scalars = _split_state(optimizer.state.get(piece, {}), piece.numel())
-                optim.setdefault(name, []).append((*span, {k: v.cpu().clone() for k, v in per_element.items()}, scalars))
+        for piece, unit, layout_piece in owned_pieces(optimizer):
+            name = names[id(unit.params[layout_piece.index])]
+            span = (layout_piece.param_start, layout_piece.param_end)
+            params.setdefault(name, []).append((*span, piece.detach().float().cpu().clone()))
+            per_element, scalars = _split_state(optimizer.state.get(piece, {}), piece.numel())
+            optim.setdefault(name, []).append((*span, {k: v.cpu().clone() for k, v in per_element.items()}, scalars))
     else:
         by_param = {id(p): s for p, s in optimizer.state.items()}
         for p in unique_parameters(module):

@@ -40,6 +40,15 @@ class ShardedOptimizerMixin:
         return self._shardwise_engine.clip_grad_norm_(max_norm, norm_type)
 
 
+def owned_pieces(optimizer):
+    """(piece, unit, layout piece) for each of this rank's pieces, in group order (placeholders skipped)."""
+    for group in optimizer.param_groups:
+        for piece in group["params"]:
+            origin = optimizer._shardwise_origin.get(id(piece))
+            if origin is not None:
+                yield piece, *origin
+
+
 def sharded_class(cls: type) -> type:
     if cls not in _SHARDED_CLASSES:
         _SHARDED_CLASSES[cls] = type(f"Sharded{cls.__name__}", (ShardedOptimizerMixin, cls), {})

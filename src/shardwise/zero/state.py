@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import comm
+from .optimizer import owned_pieces
 
 
 def _piece_keys(optimizer) -> tuple[list[str], list[str]]:
@@ -35,11 +36,8 @@ def gather_full_state(optimizer, names: dict[int, str]) -> dict[str, dict]:
     engine = optimizer._shardwise_engine
     per_element, scalar_keys = _piece_keys(optimizer)
     pieces_by_unit: dict[int, list] = {}
-    for group in optimizer.param_groups:
-        for piece in group["params"]:
-            if id(piece) in optimizer._shardwise_origin:
-                unit, layout_piece = optimizer._shardwise_origin[id(piece)]
-                pieces_by_unit.setdefault(unit.index, []).append((piece, layout_piece))
+    for piece, unit, layout_piece in owned_pieces(optimizer):
+        pieces_by_unit.setdefault(unit.index, []).append((piece, layout_piece))
     scalars = {}
     for piece, state in optimizer.state.items():
         for key in scalar_keys:
@@ -68,19 +66,15 @@ def gather_full_state(optimizer, names: dict[int, str]) -> dict[str, dict]:
 
 def scatter_full_state(optimizer, names: dict[int, str], saved: dict[str, dict]) -> None:
     """Give each of this rank's pieces its slice of the saved full state."""
-    for group in optimizer.param_groups:
-        for piece in group["params"]:
-            if id(piece) not in optimizer._shardwise_origin:
-                continue
-            unit, layout_piece = optimizer._shardwise_origin[id(piece)]
-            name = names[id(unit.params[layout_piece.index])]
-            if name not in saved:
-                continue
-            state = {}
-            for key, value in saved[name].items():
-                if torch.is_tensor(value) and value.ndim > 0 and value.shape == unit.shapes[layout_piece.index]:
-                    flat = value.reshape(-1)[layout_piece.param_start:layout_piece.param_end]
-                    state[key] = flat.to(piece.device, torch.float32).clone()
-                else:
-                    state[key] = value.clone() if torch.is_tensor(value) else value
-            optimizer.state[piece] = state
+    for piece, unit, layout_piece in owned_pieces(optimizer):
+        name = names[id(unit.params[layout_piece.index])]
+        if name not in saved:
+            continue
+        state = {}
+        for key, value in saved[name].items():
+            if torch.is_tensor(value) and value.ndim > 0 and value.shape == unit.shapes[layout_piece.index]:
+                flat = value.reshape(-1)[layout_piece.param_start:layout_piece.param_end]
+                state[key] = flat.to(piece.device, torch.float32).clone()
+            else:
+                state[key] = value.clone() if torch.is_tensor(value) else value
+        optimizer.state[piece] = state
