@@ -21,13 +21,13 @@ import json
 import platform
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import shardwise as sw
+from _args import parse_bench_args
 from shardwise.bench.cases import DISTINCT_BATCHES, MODEL_KINDS, ModelCase, model_case
 from shardwise.bench.timing import interleaved_timing, median, paired_ratios, slowest_rank, summarize
 
@@ -138,22 +138,7 @@ def markdown_table(configs: dict) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=(*MODELS, "both"), default="both")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 30, tiny 5)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant first (default 3, tiny 1)")
-    parser.add_argument("--nproc", type=int, default=2, help="ranks (default 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="very small models and few steps: a smoke test")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the numbers here")
-    args = parser.parse_args(argv)
-    if args.steps is None:
-        args.steps = 5 if args.tiny else 30
-    if args.warmup is None:
-        args.warmup = 1 if args.tiny else 3
-    if args.steps < 1 or args.warmup < 0 or args.nproc < 1:
-        parser.error("--steps and --nproc must be at least 1, --warmup at least 0")
-    return args
+    return parse_bench_args(__doc__.split("\n\n")[0], steps=30, tiny_steps=5, argv=argv)
 
 
 def main(argv=None) -> int:
