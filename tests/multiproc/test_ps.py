@@ -21,10 +21,12 @@ def test_sync_mode_matches_single_process_with_one_and_two_servers(world_size):
     assert check_parity(runs, world_size) == []
 
 
-def _train(strategy, steps, slow_worker=None, die_at=None, dying_worker=None, sleep_s=0.04):
+def _train(strategy, steps, slow_worker=None, die_at=None, dying_worker=None, sleep_s=0.04, start_together=False):
     torch.manual_seed(0)
     model = MLP(d_in=8, width=16, depth=2, d_out=4)
     model, optimizer = sw.wrap(model, functools.partial(torch.optim.SGD, lr=0.05), strategy=strategy)
+    if start_together:  # async/ssp workers join one by one; this test wants all clocks to start at 0
+        sw.comm.barrier()
     g = torch.Generator().manual_seed(sw.rank())
     x, y = torch.randn(16, 8, generator=g), torch.randn(16, 4, generator=g)
     sent, answered, losses = [], [], []
@@ -44,7 +46,7 @@ def _train(strategy, steps, slow_worker=None, die_at=None, dying_worker=None, sl
 
 
 def _ssp(staleness, steps):
-    return _train(sw.ParameterServer(mode="ssp", staleness=staleness), steps, slow_worker=0)
+    return _train(sw.ParameterServer(mode="ssp", staleness=staleness), steps, slow_worker=0, start_together=True)
 
 
 @pytest.mark.timeout(120)

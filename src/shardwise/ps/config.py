@@ -37,6 +37,11 @@ class ParameterServer:
     def __str__(self) -> str:
         return f"ps-{self.mode}-{self.servers}"
 
+    @property
+    def collective_wrap(self) -> bool:
+        """Whether every rank wraps at once (sync); async and ssp workers may start late."""
+        return self.mode == "sync"
+
     def wrap(self, module, optimizer, group=None):
         from .strategy import wrap_parameter_server
 

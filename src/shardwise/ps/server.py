@@ -8,6 +8,11 @@ ssp: as async, but the answer to a worker more than `staleness` pushes ahead of 
 live worker is held back until the slowest catches up (staleness 0: lockstep). In async and
 ssp a worker whose heartbeat stops is dropped and the others go on. The staleness of an applied
 gradient is how many updates the range received since the worker last pulled it.
+
+A worker counts towards "the slowest" from its JOIN on. In async and ssp a worker may join late
+(its wrap waits for no other worker): it pulls the range as it is then, and under ssp its clock
+starts at the slowest joined worker's, so it neither held the others back before it came nor
+makes them wait while it replays the steps it missed.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class Server:
         self.clock = dict.fromkeys(workers, 0)
         self.seen_version = dict.fromkeys(workers, 0)
         self.live, self.done, self.dropped = set(workers), set(), []
+        self.joined: set[int] = set()
         self.pending: dict[int, torch.Tensor] = {}  # sync: gradients of this round, by worker
         self.held: list[int] = []  # ssp: workers whose answer waits for the slowest
         self.staleness = collections.Counter()
@@ -123,6 +129,9 @@ class Server:
         if worker not in self.live:
             return  # a dropped worker's last words
         if kind == protocol.JOIN:
+            if self.config.mode != "sync":
+                self.clock[worker] = min((self.clock[w] for w in self._active()), default=0)
+            self.joined.add(worker)
             self._answer(worker)
         elif kind == protocol.PUSH:
             grad, lrs = payload
@@ -158,7 +167,7 @@ class Server:
         self.version += 1
 
     def _answer(self, worker: int) -> None:
-        protocol.send_header(worker, protocol.PARAMS, 0, 0, self.version, self.numel)
+        protocol.send_header(worker, protocol.PARAMS, 0, self.clock[worker], self.version, self.numel)
         comm.send(self.values, worker)
         self.seen_version[worker] = self.version
         self.pulls += 1
@@ -173,7 +182,7 @@ class Server:
 
     def _release_held(self) -> None:
         """ssp: answer every held worker within `staleness` of the slowest live one (async: all)."""
-        active = self.live - self.done
+        active = self._active()
         slowest = min((self.clock[w] for w in active), default=0)
         limit = self.config.staleness if self.config.mode == "ssp" else None
         still = []
@@ -184,6 +193,10 @@ class Server:
             else:
                 still.append(worker)
         self.held = still
+
+    def _active(self) -> set[int]:
+        """Workers that have joined and are neither done nor dropped."""
+        return (self.live & self.joined) - self.done
 
     def _after_membership_change(self) -> None:
         if self.config.mode == "sync":

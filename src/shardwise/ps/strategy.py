@@ -4,6 +4,9 @@ Every rank calls `wrap`. Server ranks serve until all workers are done or droppe
 statistics, and end their part of the job (`launch` returns None for them; a script exits 0).
 Worker ranks get the model and an optimizer whose step pushes and pulls; from then on
 `sw.rank()`, `sw.world_size()` and collectives with the default group refer to the workers only.
+
+In sync mode every rank wraps at once. In async and ssp modes a worker's wrap involves only the
+servers, so a worker may start late: it joins with the parameters as they are then (join.py).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import torch.distributed as dist
 
 from ..errors import ConfigError
 from ..runtime import env, progress
-from ..strategy.prepare import parameter_names, unique_parameters
-from . import heartbeat
+from ..strategy.prepare import broadcast_from_rank0, check_same_model, parameter_names, unique_parameters
+from . import heartbeat, join
 from .keys import key_ranges
 from .server import Server
 from .worker import Client, WorkerModule, client_optimizer
@@ -27,16 +30,24 @@ def wrap_parameter_server(config, module, optimizer):
     params = [p for p in unique_parameters(module) if p.requires_grad]
     ranges = key_ranges(sum(p.numel() for p in params), config.servers)
     workers = list(range(config.servers, world))
-    worker_group = dist.new_group(workers)  # every rank takes part in creating it
+    if config.mode == "sync":
+        worker_group = dist.new_group(workers)  # every rank takes part in creating it
     beats = heartbeat.Heartbeats(config.dead_after_s) if config.mode != "sync" else None
     if rank < config.servers:
+        if config.mode != "sync":
+            _agree_among_servers(module, config.servers)
         lo, hi = ranges[rank]
         names = parameter_names(module)
         server = Server(config, optimizer, params, lo, hi, workers, beats, [names[id(p)] for p in params])
         server.rank = rank
         heartbeat.publish_stats(rank, {"server": rank, "key_range": [lo, hi], **server.serve()})
         raise progress.ServerFinished()
-    env.set_training_view(rank - config.servers, len(workers), worker_group)
+    if config.mode == "sync":
+        env.set_training_view(rank - config.servers, len(workers), worker_group)
+    else:
+        join.take_model(module, rank)
+        env.set_training_view(rank - config.servers, len(workers),
+                              make_group=lambda: dist.new_group(workers, use_local_synchronization=True))
     if beats is not None:
         progress.mark_expendable()
         beats.start_beating(rank)
@@ -45,3 +56,13 @@ def wrap_parameter_server(config, module, optimizer):
     client.join()
     progress.on_finish(client.finish)
     return wrapped, client_optimizer(optimizer, client)
+
+
+def _agree_among_servers(module, servers: int) -> None:
+    """Servers start from server 0's model; server 0 publishes it for workers joining later."""
+    if servers > 1:
+        group = dist.new_group(list(range(servers)), use_local_synchronization=True)
+        check_same_model(module, group)
+        broadcast_from_rank0(module, group)
+    if dist.get_rank() == 0:
+        join.publish_model(module)

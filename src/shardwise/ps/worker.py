@@ -83,6 +83,7 @@ class Client:
         self.worker_rank, self.worker_index = worker_rank, worker_index
         self.versions = [0] * len(ranges)
         self.steps = 0
+        self.clock = 0
         self.finished = False
         self.stats = None
 
@@ -106,6 +107,8 @@ class Client:
             _, fields = protocol.recv_header(server)
             comm.recv(self.model.flat_params[lo:hi], server)
             self.versions[server] = fields[3]
+            if server == 0:
+                self.clock = fields[2]  # pushes server 0 counts for this worker (ssp: from the slowest's at join)
 
     def save(self, folder: str) -> dict[str, str]:
         """Ask every server to write its shard into `folder`; {file name: SHA-256}."""

@@ -72,17 +72,22 @@ class _TrainingView:
     rank: int | None = None
     world_size: int | None = None
     group = None
+    make_group = None  # builds `group` at its first use, for ranks that need not start together
 
 
 _view = _TrainingView()
 
 
-def set_training_view(rank_in_group: int, size: int, group) -> None:
-    _view.rank, _view.world_size, _view.group = rank_in_group, size, group
+def set_training_view(rank_in_group: int | None, size: int | None, group=None, make_group=None) -> None:
+    """`group`, or `make_group()` called at the first collective on the default group (only the
+    training ranks take part in creating it, so none waits for the others before then)."""
+    _view.rank, _view.world_size, _view.group, _view.make_group = rank_in_group, size, group, make_group
 
 
 def training_group():
     """The process group collectives default to (None: the whole job)."""
+    if _view.group is None and _view.make_group is not None:
+        _view.group, _view.make_group = _view.make_group(), None
     return _view.group
 
 

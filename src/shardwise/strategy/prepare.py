@@ -16,24 +16,33 @@ def group_rank0(group=None) -> int:
     return dist.get_global_rank(group, 0) if group is not None else 0
 
 
+def model_signature(module: nn.Module) -> list[tuple[str, tuple, str]]:
+    """(name, shape, dtype) of every parameter and buffer: what ranks must agree on."""
+    return [(name, tuple(t.shape), str(t.dtype)) for name, t in _named_state(module)]
+
+
 def check_same_model(module: nn.Module, group=None) -> None:
     """Raise ConfigError naming the first parameter or buffer whose name or shape differs."""
-    local = [(name, tuple(t.shape), str(t.dtype)) for name, t in _named_state(module)]
-    everyone = comm.all_gather_object(local, group)
-    reference = dict((name, (shape, dtype)) for name, shape, dtype in everyone[0])
+    everyone = comm.all_gather_object(model_signature(module), group)
     for other_rank, entries in enumerate(everyone[1:], start=1):
-        theirs = dict((name, (shape, dtype)) for name, shape, dtype in entries)
-        for name, (shape, dtype) in reference.items():
-            if name not in theirs:
-                raise ConfigError(f"model differs between ranks at wrap: '{name}' exists on rank 0 but not on rank {other_rank}")
-            if theirs[name] != (shape, dtype):
-                raise ConfigError(
-                    f"model differs between ranks at wrap: '{name}' is {_describe(shape, dtype)} on rank 0 "
-                    f"but {_describe(*theirs[name])} on rank {other_rank}"
-                )
-        for name in theirs:
-            if name not in reference:
-                raise ConfigError(f"model differs between ranks at wrap: '{name}' exists on rank {other_rank} but not on rank 0")
+        compare_signatures(everyone[0], entries, other_rank)
+
+
+def compare_signatures(reference: list, theirs: list, other_rank: int) -> None:
+    """Raise ConfigError naming the first difference between rank 0's signature and another's."""
+    reference = dict((name, (tuple(shape), dtype)) for name, shape, dtype in reference)
+    theirs = dict((name, (tuple(shape), dtype)) for name, shape, dtype in theirs)
+    for name, (shape, dtype) in reference.items():
+        if name not in theirs:
+            raise ConfigError(f"model differs between ranks at wrap: '{name}' exists on rank 0 but not on rank {other_rank}")
+        if theirs[name] != (shape, dtype):
+            raise ConfigError(
+                f"model differs between ranks at wrap: '{name}' is {_describe(shape, dtype)} on rank 0 "
+                f"but {_describe(*theirs[name])} on rank {other_rank}"
+            )
+    for name in theirs:
+        if name not in reference:
+            raise ConfigError(f"model differs between ranks at wrap: '{name}' exists on rank {other_rank} but not on rank 0")
 
 
 def broadcast_from_rank0(module: nn.Module, group=None) -> None:

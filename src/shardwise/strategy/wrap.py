@@ -18,6 +18,7 @@ def wrap(model: nn.Module, optimizer, strategy="ddp", group=None):
     strategy = resolve_strategy(strategy)
     env.init()
     optimizer = resolve_optimizer(optimizer, model)
-    check_same_model(model, group)
-    broadcast_from_rank0(model, group)
+    if getattr(strategy, "collective_wrap", True):  # else the strategy agrees on the model itself
+        check_same_model(model, group)
+        broadcast_from_rank0(model, group)
     return strategy.wrap(model, optimizer, group)
