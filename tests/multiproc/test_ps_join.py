@@ -12,14 +12,11 @@ import torch.nn.functional as F
 import shardwise as sw
 from shardwise.models import MLP
 
-LATE = 3  # global rank of the worker that starts late (worker index 2); rank 0 is the server
-
-
-def _joins_late(mode, steps, late_after, staleness=1):
+def _joins_late(mode, servers, steps, late_after, staleness=1):
     """Workers 0 and 1 start at once; worker 2 wraps only after worker 0 has taken `late_after`
     steps. Each worker takes `steps` steps, and the first two at least `steps` after worker 2 came."""
     store = dist.PrefixStore("test-join/", dist.distributed_c10d._get_default_store())
-    late = dist.get_rank() == LATE
+    late = dist.get_rank() == servers + 2  # worker index 2
     if late:
         store.wait(["reached"], datetime.timedelta(seconds=60))
     torch.manual_seed(0)
@@ -27,7 +24,7 @@ def _joins_late(mode, steps, late_after, staleness=1):
     initial = [p.detach().clone() for p in model.parameters()]
     joined_at = time.time()
     model, optimizer = sw.wrap(model, functools.partial(torch.optim.SGD, lr=0.05),
-                               strategy=sw.ParameterServer(mode=mode, staleness=staleness))
+                               strategy=sw.ParameterServer(servers=servers, mode=mode, staleness=staleness))
     client = optimizer._shardwise_client
     at_join = {"updates": optimizer.updates_applied(), "clock": client.clock, "time": joined_at,
                "moved": max((p.detach() - q).abs().max().item() for p, q in zip(model.parameters(), initial))}
@@ -56,12 +53,12 @@ def _joins_late(mode, steps, late_after, staleness=1):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("mode", ["async", "ssp"])
-def test_a_late_worker_joins_with_the_current_parameters(mode):
+@pytest.mark.parametrize("mode, servers", [("async", 1), ("ssp", 1), ("ssp", 2)])
+def test_a_late_worker_joins_with_the_current_parameters(mode, servers):
     steps, late_after, staleness = 30, 10, 1
-    results = sw.launch(_joins_late, 4, args=(mode, steps, late_after, staleness))
-    assert results[0] is None  # the server
-    workers = results[1:]
+    results = sw.launch(_joins_late, servers + 3, args=(mode, servers, steps, late_after, staleness))
+    assert results[:servers] == [None] * servers  # the servers
+    workers = results[servers:]
     late = next(w for w in workers if w["late"])
     # The others did not wait for it (under ssp they would be stuck at step `staleness` otherwise) ...
     assert late["at_join"]["updates"] >= late_after
@@ -69,7 +66,7 @@ def test_a_late_worker_joins_with_the_current_parameters(mode):
     assert late["at_join"]["moved"] > 1e-4
     if mode == "ssp":
         # Its clock starts at the slowest joined worker's: worker 0 was at `late_after`, worker 1
-        # at most `staleness` behind.
+        # at most `staleness` behind. (With two servers both count the clock server 0 chose.)
         assert late["at_join"]["clock"] >= late_after - staleness
         # From then on the bound holds for it as for the others: the answer to any push with clock
         # c comes only after every worker that had joined pushed its clock c - staleness.
@@ -79,5 +76,5 @@ def test_a_late_worker_joins_with_the_current_parameters(mode):
                     if c - staleness in v["sent"]:
                         assert v["sent"][c - staleness] <= answered_at, (w["worker"], v["worker"], c)
     assert all(w["losses"][-1] < w["losses"][0] for w in workers)
-    stats = next(w["stats"] for w in workers if w["stats"])[0]
-    assert stats["pushes"] == sum(len(w["losses"]) for w in workers) and stats["dropped_workers"] == []
+    for stats in next(w["stats"] for w in workers if w["stats"]):  # every server saw every push
+        assert stats["pushes"] == sum(len(w["losses"]) for w in workers) and stats["dropped_workers"] == []

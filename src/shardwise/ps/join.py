@@ -43,3 +43,10 @@ def take_model(module: nn.Module, global_rank: int) -> None:
     with torch.no_grad():
         for name, t in _unserved(module):
             t.copy_(unserved[name])
+
+
+def withdraw_model() -> None:
+    """Server 0, when serving ends: a later wrap in the same job must not read this one's model."""
+    store = job_store()
+    for key in ("model/signature", "model/unserved"):
+        store.delete_key(key)

@@ -129,8 +129,11 @@ class Server:
         if worker not in self.live:
             return  # a dropped worker's last words
         if kind == protocol.JOIN:
-            if self.config.mode != "sync":
-                self.clock[worker] = min((self.clock[w] for w in self._active()), default=0)
+            if self.config.mode != "sync" and worker not in self.joined:  # (a repeat JOIN keeps it)
+                # Server 0 picks the clock; the worker brings it to the other servers, so that
+                # every server counts the same clock for it.
+                chosen = fields[2]
+                self.clock[worker] = chosen if chosen >= 0 else min((self.clock[w] for w in self._active()), default=0)
             self.joined.add(worker)
             self._answer(worker)
         elif kind == protocol.PUSH:

@@ -40,7 +40,10 @@ def wrap_parameter_server(config, module, optimizer):
         names = parameter_names(module)
         server = Server(config, optimizer, params, lo, hi, workers, beats, [names[id(p)] for p in params])
         server.rank = rank
-        heartbeat.publish_stats(rank, {"server": rank, "key_range": [lo, hi], **server.serve()})
+        stats = server.serve()
+        if rank == 0 and config.mode != "sync":
+            join.withdraw_model()  # every worker is done or dropped: none can join this wrap now
+        heartbeat.publish_stats(rank, {"server": rank, "key_range": [lo, hi], **stats})
         raise progress.ServerFinished()
     if config.mode == "sync":
         env.set_training_view(rank - config.servers, len(workers), worker_group)
@@ -48,9 +51,9 @@ def wrap_parameter_server(config, module, optimizer):
         join.take_model(module, rank)
         env.set_training_view(rank - config.servers, len(workers),
                               make_group=lambda: dist.new_group(workers, use_local_synchronization=True))
-    if beats is not None:
-        progress.mark_expendable()
+    if beats is not None:  # beating first: a worker silent before its first beat counts as alive
         beats.start_beating(rank)
+        progress.mark_expendable()
     wrapped = WorkerModule(module, config)
     client = Client(wrapped, ranges, rank, rank - config.servers)
     client.join()

@@ -88,9 +88,12 @@ class Client:
         self.stats = None
 
     def join(self) -> None:
-        for server in range(len(self.ranges)):
-            protocol.send_header(server, protocol.JOIN, self.worker_rank)
-        self._pull()
+        """Pull every range; server 0 first, whose answer carries this worker's clock for the rest."""
+        protocol.send_header(0, protocol.JOIN, self.worker_rank, -1)
+        self._pull([0])
+        for server in range(1, len(self.ranges)):
+            protocol.send_header(server, protocol.JOIN, self.worker_rank, self.clock)
+        self._pull(range(1, len(self.ranges)))
 
     def push_and_pull(self, lrs: list[float]) -> None:
         self.model.gather_grads()
@@ -102,8 +105,9 @@ class Client:
         self._pull()
         self.steps += 1
 
-    def _pull(self) -> None:
-        for server, (lo, hi) in enumerate(self.ranges):
+    def _pull(self, servers=None) -> None:
+        for server in range(len(self.ranges)) if servers is None else servers:
+            lo, hi = self.ranges[server]
             _, fields = protocol.recv_header(server)
             comm.recv(self.model.flat_params[lo:hi], server)
             self.versions[server] = fields[3]

@@ -45,8 +45,10 @@ def train_rank(config: TrainConfig) -> dict:
     strategy = config.build_strategy()
     model, optimizer = wrap(model, build_optimizer(model, config), strategy=strategy)
     rank, world = env.rank(), env.world_size()  # after wrap: a parameter server's workers only
-    sampler = BatchSampler(corpus.train, config.model.block_size, config.global_batch, rank, world, config.seed)
     asynchronous = getattr(strategy, "mode", "sync") != "sync"
+    if asynchronous:  # async workers may join one by one; this job's workers start together
+        comm.barrier()
+    sampler = BatchSampler(corpus.train, config.model.block_size, config.global_batch, rank, world, config.seed)
     autocast = _autocast(config, strategy)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     start_step = 0
@@ -66,6 +68,7 @@ def train_rank(config: TrainConfig) -> dict:
     loop_started = time.perf_counter()
     extra = {"model_config": config.model.__dict__, "base_lrs": base_lrs, "seed": config.seed,
              "global_batch": config.global_batch}
+    step = start_step - 1  # an async worker may find the shared budget spent before its first step
     for step in _steps(config, optimizer, start_step, world, asynchronous):
         progress.report_step(step)
         # Asynchronous workers follow the schedule by the updates applied, in sync-step units.
@@ -119,7 +122,7 @@ def train_rank(config: TrainConfig) -> dict:
         "rank": rank,
         "local_losses": losses,
         "step_times": step_times,
-        "comm_bytes_per_step": statistics.median(step_bytes),
+        "comm_bytes_per_step": statistics.median(step_bytes) if step_bytes else 0,
         "model_state_bytes": state_bytes,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "evals": evals,
