@@ -1,7 +1,8 @@
 """Soak: the built-in GPT for many steps under each strategy, recording every rank's RSS.
 
-A leak shows as RSS that keeps growing after warm-up; the check is growth under 5% between
-step 200 and the last step. Each strategy runs in fresh processes.
+A leak shows as RSS that keeps growing after warm-up; the check is growth under 5% after step
+200, both to the last sample and of the median over the last 200 steps against the median over
+steps 200-400 (the largest sample is reported too). Each strategy runs in fresh processes.
 
     python benchmarks/soak.py --steps 2000 --json soak.json
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -53,6 +55,22 @@ def growth(samples: list, start_step: int) -> float:
     return samples[-1][1] / base - 1
 
 
+def window_growth(samples: list, start_step: int, width: int) -> float:
+    """Growth of the median sample over the last `width` steps against the median over the
+    `width` steps from `start_step`: what a single sample shows, without its phase against
+    DDP's periodic heap trim (runtime/heap.py)."""
+    last = samples[-1][0]
+    first = [rss for step, rss in samples if start_step <= step < start_step + width]
+    final = [rss for step, rss in samples if step > last - width]
+    return statistics.median(final) / statistics.median(first) - 1
+
+
+def peak_growth(samples: list, start_step: int) -> float:
+    """Relative growth from the sample at `start_step` to the largest sample after it."""
+    after = [rss for step, rss in samples if step >= start_step]
+    return max(after) / after[0] - 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
@@ -64,22 +82,31 @@ def main() -> None:
     args = parser.parse_args()
     start = min(200, args.steps // 10)
     results = {}
-    print(f"| strategy | seconds | RSS at step {start} (MB, per rank) | RSS at end (MB) | growth | final loss |")
-    print("|---|---|---|---|---|---|")
+    width = max(start, 2 * args.every)
+    print(f"| strategy | seconds | RSS at step {start} (MB, per rank) | RSS at end (MB) | growth | "
+          f"median growth ({width} steps) | peak growth | final loss |")
+    print("|---|---|---|---|---|---|---|---|")
     for strategy in args.strategies.split(","):
         per_rank = sw.launch(soak_rank, args.nproc, args=(strategy, args.steps, args.every, args.global_batch), timeout_s=7200)
         growths = [growth(r["rss"], start) for r in per_rank]
-        results[strategy] = {"per_rank": per_rank, "growth": growths}
+        peaks = [peak_growth(r["rss"], start) for r in per_rank]
+        medians = [window_growth(r["rss"], start, width) for r in per_rank]
+        results[strategy] = {"per_rank": per_rank, "growth": growths, "median_growth": medians, "peak_growth": peaks}
         at_start = [next(rss for step, rss in r["rss"] if step >= start) / 1e6 for r in per_rank]
         at_end = [r["rss"][-1][1] / 1e6 for r in per_rank]
         print(f"| {strategy} | {per_rank[0]['seconds']:.0f} | {', '.join(f'{v:.0f}' for v in at_start)} | "
               f"{', '.join(f'{v:.0f}' for v in at_end)} | {', '.join(f'{g:+.2%}' for g in growths)} | "
+              f"{', '.join(f'{g:+.2%}' for g in medians)} | {', '.join(f'{g:+.2%}' for g in peaks)} | "
               f"{per_rank[0]['final_loss']:.3f} |", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
-    worst = max(g for r in results.values() for g in r["growth"])
-    print(f"largest growth after step {start}: {worst:+.2%} (limit +5%)")
+    # The median counts too: a last sample taken just after DDP returned freed heap pages to the
+    # system (runtime/heap.py) would otherwise flatter the end-to-end figure. The peak is shown,
+    # not judged: against one sample at step 200 it carries that sample's noise (about ±2%).
+    worst = max(g for r in results.values() for g in r["growth"] + r["median_growth"])
+    print(f"largest growth after step {start} (end or median): {worst:+.2%} (limit +5%); "
+          f"largest peak {max(g for r in results.values() for g in r['peak_growth']):+.2%}")
     sys.exit(0 if worst < 0.05 else 1)
 
 

@@ -15,17 +15,22 @@ class DDP:
     """Cap on a gradient bucket's size in MiB; a larger bucket means fewer, larger all-reduces."""
     first_bucket_mb: float = 1
     """Cap on the first bucket (the last layers' gradients), so communication starts early."""
+    trim_every: int = 100
+    """Synchronising backward passes between returns of freed heap memory to the system (glibc
+    `malloc_trim`; see [Note: heap retention under DDP]); 0: never."""
 
     name = "ddp"
 
     def __post_init__(self):
         if not self.bucket_mb > 0 or not self.first_bucket_mb > 0:
             raise ConfigError(f"bucket sizes must be positive, got bucket_mb={self.bucket_mb}, first_bucket_mb={self.first_bucket_mb}")
+        if self.trim_every < 0:
+            raise ConfigError(f"trim_every must be 0 (never) or positive, got {self.trim_every}")
 
     def wrap(self, module, optimizer, group=None):
         from .data_parallel import DataParallel
 
-        return DataParallel(module, self.bucket_mb, self.first_bucket_mb, group), optimizer
+        return DataParallel(module, self.bucket_mb, self.first_bucket_mb, group, self.trim_every), optimizer
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from torch import nn
 from .. import comm
 from ..errors import ConfigError
 from ..flat.buckets import plan_buckets
+from ..runtime import heap
 from ..strategy.module import SyncingWrapper
 from ..strategy.prepare import parameter_names, unique_parameters
 from .bucket import GradBucket
@@ -33,7 +34,8 @@ class DataParallel(SyncingWrapper):
 
     strategy_name = "ddp"
 
-    def __init__(self, module: nn.Module, bucket_mb: float = 25, first_bucket_mb: float = 1, group=None):
+    def __init__(self, module: nn.Module, bucket_mb: float = 25, first_bucket_mb: float = 1, group=None,
+                 trim_every: int = 100):
         super().__init__(module)
         self.group = group
         self.world_size = dist.get_world_size(group)
@@ -41,6 +43,7 @@ class DataParallel(SyncingWrapper):
         self._buckets = self._build_buckets(int(bucket_mb * MB), int(first_bucket_mb * MB))
         self._callback_queued = False
         self._next_to_launch = 0
+        self._trim = heap.PeriodicTrim(trim_every)
         for bucket in self._buckets:
             for position, param in enumerate(bucket.params):
                 param.grad = bucket.views[position]
@@ -111,3 +114,4 @@ class DataParallel(SyncingWrapper):
             self._next_to_launch = 0
             for bucket in self._buckets:
                 bucket.reset()
+        self._trim.tick()
