@@ -101,3 +101,14 @@ def test_zero_memory_tiny_reports_every_strategy_per_rank(tmp_path):
     assert held["zero3"] < held["ddp"], held
     # RSS at this size is dominated by noise (a few MB of model); the 0.35x check is reported, not asserted.
     assert set(report["stage3_check"]) >= {"peak_ratio", "after_wrap_ratio", "limit"}
+
+
+@pytest.mark.timeout(90)
+def test_stale_gradients_reports_a_loss_per_delay(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "stale_gradients.py"), "--updates", "4", "--layers", "1", "--delays", "0,2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=80,
+    )
+    assert completed.returncode == 0, completed.stderr
+    rows = [line for line in completed.stdout.splitlines() if line.startswith("| 0 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2
