@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from shardwise.bench.cases import MODEL_KINDS
@@ -26,3 +27,10 @@ def parse_bench_args(description: str, steps: int, tiny_steps: int, argv=None) -
     if args.steps < 1 or args.warmup < 0 or args.nproc < 1:
         parser.error("--steps and --nproc must be at least 1, --warmup at least 0")
     return args
+
+
+def write_report(path: Path | None, report: dict) -> None:
+    """Write `report` as indented JSON to `path` (creating its folder); nothing when path is None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")

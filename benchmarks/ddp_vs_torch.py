@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import sys
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 import shardwise as sw
-from _args import parse_bench_args
+from _args import parse_bench_args, write_report
 from shardwise.bench.cases import DISTINCT_BATCHES, MODEL_KINDS, ModelCase, model_case
 from shardwise.bench.timing import interleaved_timing, median, paired_ratios, slowest_rank, summarize
 
@@ -168,9 +167,7 @@ def main(argv=None) -> int:
                 f"(> {PARAM_AGREEMENT_ATOL:g}) after identical training",
                 file=sys.stderr,
             )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     return 0
 
 

@@ -38,10 +38,7 @@ the engine as `buffer_bytes`.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import gc
-import json
 import os
 import platform
 import resource
@@ -53,8 +50,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from _args import write_report
+
 import shardwise as sw
 from shardwise.models import MLP
+from shardwise.runtime import heap
 
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 STAGE3_MAX_FRACTION_OF_DDP = 0.35  # the issue: stage 3's model-state part at most 0.35x DDP's
@@ -88,12 +88,7 @@ def peak_rss_bytes() -> int:
 
 def trimmed_rss_bytes() -> int:
     """Current RSS after asking glibc to return its unused heap (see [Note: what RSS shows])."""
-    name = ctypes.util.find_library("c")
-    if name is not None:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
+    heap.trim()
     return current_rss_bytes()
 
 
@@ -280,9 +275,7 @@ def main(argv=None) -> int:
             verdict = "met" if check[f"{when}_met"] else "MISSED"
             print(f"- zero3 / ddp model-state part ({when.replace('_', ' ')}): {check[f'{when}_ratio']:.3f} "
                   f"(limit {check['limit']}) -> {verdict}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     return 0
 
 

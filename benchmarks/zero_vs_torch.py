@@ -11,7 +11,6 @@ named sw_ddp, sw_zero1, sw_zero2, sw_zero3 in its JSON, and the issue's speed ta
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
 import shardwise as sw
-from _args import parse_bench_args
+from _args import parse_bench_args, write_report
 from shardwise.bench.cases import MODEL_KINDS, model_case
 from shardwise.bench.config import BASELINE, CONFIG_NAMES, SHARDWISE_CONFIGS
 from shardwise.bench.report import markdown_table
@@ -129,9 +128,7 @@ def main(argv=None) -> int:
                     f"(> {PARAM_AGREEMENT_ATOL:g}) after identical training",
                     file=sys.stderr,
                 )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     return 0
 
 

@@ -30,22 +30,23 @@ def wrap_parameter_server(config, module, optimizer):
     params = [p for p in unique_parameters(module) if p.requires_grad]
     ranges = key_ranges(sum(p.numel() for p in params), config.servers)
     workers = list(range(config.servers, world))
-    if config.mode == "sync":
+    together = config.collective_wrap  # sync: every rank is here; async/ssp: workers come when they come
+    if together:
         worker_group = dist.new_group(workers)  # every rank takes part in creating it
-    beats = heartbeat.Heartbeats(config.dead_after_s) if config.mode != "sync" else None
+    beats = None if together else heartbeat.Heartbeats(config.dead_after_s)
     if rank < config.servers:
-        if config.mode != "sync":
+        if not together:
             _agree_among_servers(module, config.servers)
         lo, hi = ranges[rank]
         names = parameter_names(module)
         server = Server(config, optimizer, params, lo, hi, workers, beats, [names[id(p)] for p in params])
         server.rank = rank
         stats = server.serve()
-        if rank == 0 and config.mode != "sync":
+        if rank == 0 and not together:
             join.withdraw_model()  # every worker is done or dropped: none can join this wrap now
         heartbeat.publish_stats(rank, {"server": rank, "key_range": [lo, hi], **stats})
         raise progress.ServerFinished()
-    if config.mode == "sync":
+    if together:
         env.set_training_view(rank - config.servers, len(workers), worker_group)
     else:
         join.take_model(module, rank)

@@ -9,7 +9,7 @@ set creeps up by a few percent over thousands of steps while the memory in use d
 built-in GPT under DDP, steps 200-1,000: malloc's in-use bytes +2 MB, the freed bytes it keeps
 44 -> 54 MB). `malloc_trim(0)` returns whole free pages inside the heap to the system, so
 the resident set shows what is live. It costs a few milliseconds, plus page faults when the
-pages are used again, so it runs every few hundred steps, not every step.
+pages are used again, so it runs every hundred steps or so, not every step.
 """
 
 from __future__ import annotations
