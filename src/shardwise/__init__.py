@@ -9,7 +9,7 @@ from .ddp import DDP, NaiveDDP
 from .errors import ConfigError, ShardwiseError, WorkerError
 from .runtime import init, launch, rank, world_size
 from .strategy.registry import strategy_names
-from .strategy.state import full_state_dict, model_state_bytes
+from .strategy.state import full_state_dict, gathered, model_state_bytes
 from .strategy.wrap import wrap
 from .ps import ParameterServer
 from .zero import ZeRO
@@ -18,6 +18,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DDP", "NaiveDDP", "ParameterServer", "ZeRO", "ConfigError", "ShardwiseError", "WorkerError",
-    "comm_stats", "reset_comm_stats", "full_state_dict", "model_state_bytes",
+    "comm_stats", "reset_comm_stats", "full_state_dict", "gathered", "model_state_bytes",
     "init", "launch", "load_checkpoint", "save_checkpoint", "rank", "world_size", "strategy_names", "wrap",
 ]

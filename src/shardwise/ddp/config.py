@@ -18,6 +18,12 @@ class DDP:
     trim_every: int = 100
     """Synchronising backward passes between returns of freed heap memory to the system (glibc
     `malloc_trim`; see [Note: heap retention under DDP]); 0: never."""
+    find_unused_parameters: bool = False
+    """Allow parameters that get no gradient in a backward (on some ranks or all), as PyTorch DDP's
+    switch: they count as zero in the average, and one no rank used is left untouched by the step."""
+    broadcast_buffers: bool = True
+    """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
+    DDP does; skipped when the model has no buffers."""
 
     name = "ddp"
 
@@ -36,6 +42,13 @@ class DDP:
 @dataclass(frozen=True)
 class NaiveDDP:
     """Data parallel with one blocking all-reduce per parameter: the readable reference."""
+
+    find_unused_parameters: bool = False
+    """Allow parameters that get no gradient in a backward (on some ranks or all), as PyTorch DDP's
+    switch: they count as zero in the average, and one no rank used is left untouched by the step."""
+    broadcast_buffers: bool = True
+    """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
+    DDP does; skipped when the model has no buffers."""
 
     name = "ddp-naive"
 

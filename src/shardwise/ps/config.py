@@ -23,6 +23,12 @@ class ParameterServer:
     """ssp: how many steps a worker may run ahead of the slowest live worker."""
     dead_after_s: float = 5.0
     """async/ssp: a worker silent this long (no heartbeat) is dropped and training goes on."""
+    find_unused_parameters: bool = False
+    """Allow parameters that get no gradient in a backward (on some ranks or all), as PyTorch DDP's
+    switch: they count as zero in the average, and one no rank used is left untouched by the step."""
+    broadcast_buffers: bool = True
+    """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
+    DDP does; skipped when the model has no buffers."""
 
     name = "ps"
 

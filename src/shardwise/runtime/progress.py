@@ -21,21 +21,19 @@ def report_step(step: int) -> None:
         _channel.put((_rank, "step", step))
 
 
-_finishers: list = []
-
-
 def on_finish(fn) -> None:
-    """Run `fn` when this rank's work ends normally (a launched function returns, or a script
-    exits): how a parameter-server worker tells the servers it is done."""
-    import atexit
+    """Run `fn` when this rank's work ends normally (a launched function returns, a script exits
+    or destroys its process group): how a parameter-server worker tells the servers it is done.
+    See [Note: shutdown hook]."""
+    from . import shutdown
 
-    _finishers.append(fn)
-    atexit.register(run_finishers)
+    shutdown.on_shutdown(fn)
 
 
 def run_finishers() -> None:
-    while _finishers:
-        _finishers.pop()()
+    from . import shutdown
+
+    shutdown.run_callbacks()
 
 
 _keep_group = False

@@ -48,3 +48,17 @@ def _optimizer_tensors(optimizer):
         for value in per_param.values():
             if torch.is_tensor(value) and value.numel() > 0 and value.untyped_storage().nbytes() > 0:
                 yield value
+
+
+def gathered(model: nn.Module):
+    """`with sw.gathered(model):` the inner module holds its full parameters on every rank.
+
+    A collective under ZeRO-3 (every rank enters and leaves it together); elsewhere parameters
+    are already whole and it does nothing. Inside it, rank 0 alone may evaluate, sample or save
+    the inner module (DeepSpeed's `GatheredParameters`, FSDP's `summon_full_params`).
+    """
+    if hasattr(model, "gathered"):
+        return model.gathered()
+    import contextlib
+
+    return contextlib.nullcontext(model)

@@ -42,6 +42,12 @@ class ZeRO:
     """Stage 3: module classes that each form a unit; default: members of ModuleList/Sequential."""
     max_inflight: int = 1
     """Reduce-scatters in flight before the oldest is awaited (bounds gradient memory)."""
+    find_unused_parameters: bool = False
+    """Allow parameters that get no gradient in a backward (on some ranks or all), as PyTorch DDP's
+    switch: they count as zero in the average, and one no rank used is left untouched by the step."""
+    broadcast_buffers: bool = True
+    """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
+    DDP does; skipped when the model has no buffers."""
 
     def __post_init__(self):
         if self.stage not in (1, 2, 3):
