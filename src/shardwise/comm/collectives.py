@@ -118,8 +118,10 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, a
     return _guard("reduce_scatter", lambda: dist.reduce_scatter_single(output, full_input, group=group, async_op=async_op), async_op)
 
 
-def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async_op: bool = False):
-    """Concatenate every rank's `shard` into `full_output`, in rank order."""
+def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async_op: bool = False, tag: int = 0):
+    """Concatenate every rank's `shard` into `full_output`, in rank order.
+
+    `tag` (gloo): the gather pairs only with the peers' gathers of the same tag (NCCL: ignored)."""
     group = _default(group)
     n = group_size(group)
     PROCESS_STATS.record("all_gather", _nbytes(full_output), n)
@@ -128,7 +130,7 @@ def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, async
             full_output.copy_(shard)
         return Done() if async_op else None
     if _is_gloo(group):  # see [Note: gloo pairwise collectives]
-        return _guard("all_gather", lambda: _maybe_wait(pairwise.all_gather(full_output, shard, group), async_op), async_op)
+        return _guard("all_gather", lambda: _maybe_wait(pairwise.all_gather(full_output, shard, group, tag), async_op), async_op)
     return _guard("all_gather", lambda: dist.all_gather_single(full_output, shard, group=group, async_op=async_op), async_op)
 
 

@@ -71,8 +71,10 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, s
     return PairwiseWork(requests, finish)
 
 
-def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None) -> PairwiseWork:
-    """full_output := every rank's `shard` in rank order (`shard` may be its own chunk of it)."""
+def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None, tag: int = 0) -> PairwiseWork:
+    """full_output := every rank's `shard` in rank order (`shard` may be its own chunk of it).
+
+    Messages carry `tag`: they pair only with a peer's all_gather of the same tag."""
     n = dist.get_world_size(group)
     chunks = full_output.chunk(n)
     me, peers = _peers(group)
@@ -80,6 +82,6 @@ def all_gather(full_output: torch.Tensor, shard: torch.Tensor, group=None) -> Pa
         chunks[me].copy_(shard)
     requests = []
     for j, peer in peers:
-        requests.append(dist.isend(shard, peer, group=group))
-        requests.append(dist.irecv(chunks[j], peer, group=group))
+        requests.append(dist.isend(shard, peer, group=group, tag=tag))
+        requests.append(dist.irecv(chunks[j], peer, group=group, tag=tag))
     return PairwiseWork(requests)

@@ -13,7 +13,10 @@ after the current one may still be gathered while its last gradients arrive; a p
 finds its slot taken gives way and the unit is gathered when needed. The root unit has a
 buffer of its own. A unit always returns to its slot, which matters because autograd keeps
 views of a unit's parameters (Linear saves weight.t()) from its forward to its backward: the
-gather before the unit's backward refills exactly the memory those views point at.
+gather before the unit's backward refills exactly the memory those views point at. A module
+called twice in one forward is gathered into the same slot for each call; how it shares the
+slot with its neighbours until its last gradient arrives is in [Note: stage 3 schedule].
+`gathered()` (every unit whole at once) gathers into buffers of its own, freed on exit.
 """
 
 from __future__ import annotations

@@ -44,7 +44,9 @@ class ZeRO:
     """Reduce-scatters in flight before the oldest is awaited (bounds gradient memory)."""
     find_unused_parameters: bool = False
     """Allow parameters that get no gradient in a backward (on some ranks or all), as PyTorch DDP's
-    switch: they count as zero in the average, and one no rank used is left untouched by the step."""
+    switch: they count as zero in the average, and one no rank used is left untouched by the step.
+    Stage 3 then keeps every parameter in its root unit (gathered for the whole forward), since
+    ranks that skip different modules would gather different units."""
     broadcast_buffers: bool = True
     """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
     DDP does; skipped when the model has no buffers."""

@@ -11,6 +11,18 @@ shard and, in stages 2-3, frees the buffer). The end-of-backward callback finish
 Inside `no_sync()` gradients only accumulate in the buffers. Per step, stages 1-2 move a
 reduce-scatter and an all-gather of Ψ elements (2(N-1)/N·Ψ, as DDP's all-reduce); stage 3 adds
 a second all-gather (3(N-1)/N·Ψ), ZeRO §7.
+
+[Note: unused parameters]
+With `find_unused_parameters=True` (PyTorch DDP's switch) a parameter may get no gradient on
+some ranks, or on all. Ranks must still issue the same reduce-scatters in the same order, so
+units launch strictly in index order as each becomes complete; at the end of backward each
+unit not yet launched has its missing gradients filled with zeros and launches, in order. The
+average then counts an unused parameter as zero, as DDP does. One small all-reduce of a
+used-bitmap (used on this rank since the last synchronising backward) then finds parameters
+no rank used: like DDP, which leaves their `.grad` None, the optimizer step skips their pieces
+(no weight decay, no moment update) and they get no `.grad` view. Stage 3 puts every parameter
+in the root unit in this mode, since ranks that skip different modules in forward would
+otherwise gather different units.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ from .config import ZeRO, as_dtype
 from ..flat.layout import FlatLayout
 from .buffers import BufferPool, GatherSlots
 from .flat_unit import FlatUnit
+from .grad_view import ShardGrads, ShardGradView
+from .module_buffers import broadcast_buffers
 from .scaler import DynamicLossScaler
 from .units import assign_parameters, unit_modules
 
@@ -70,6 +84,19 @@ class ZeroEngine:
         self._reduced: set[int] = set()
         self.on_unit_grads_done = None  # stage 3: reshard a unit once its gradients are taken
         self.on_backward_end = None
+        # Per-parameter state, parameters numbered in unit order (see [Note: gradient views]).
+        self.trainable = [p for u in self.units for p in u.params]
+        self.unit_base = {u.index: sum(len(v.params) for v in self.units[:k]) for k, u in enumerate(self.units)}
+        owned = [(self.unit_base[u.index] + piece.index, grad) for u in self.units
+                 for piece, (_, _, grad) in zip(u.pieces, u.piece_views())]
+        self.grads = ShardGrads(owned, len(self.trainable), self._gather_norm_terms, self.unscale_)
+        self._unscaled, self._found_inf = False, False
+        # find_unused_parameters, see [Note: unused parameters]
+        self.find_unused = config.find_unused_parameters
+        self._next_launch = 0
+        self._locally_used = torch.zeros(len(self.trainable), dtype=torch.int32)
+        self.globally_unused: set[int] = set()  # parameter numbers no rank used in the last synchronising backward
+        self._buffers_sync_next = True  # PyTorch DDP's require_forward_param_sync
 
     def _build_units(self, trainable: list[nn.Parameter]) -> list[FlatUnit]:
         """Decide which parameters form each unit, then make the buffers they share and the units."""
@@ -79,7 +106,8 @@ class ZeroEngine:
             plan = [[backward_order[i] for i in indices] for indices in plan_buckets(sizes, int(self.config.bucket_mb * MB))]
             root_params, module_params = [], []
         else:
-            modules = unit_modules(self.module, self.config.unit_modules)
+            # find_unused: every parameter in the root unit, see [Note: unused parameters].
+            modules = [] if self.config.find_unused_parameters else unit_modules(self.module, self.config.unit_modules)
             root_params, per_module = assign_parameters(trainable, modules)
             module_params = [(m, params) for m, params in zip(modules, per_module) if params]
             plan = ([root_params] if root_params else []) + [params for _, params in module_params]
@@ -124,6 +152,7 @@ class ZeroEngine:
                 raise ConfigError("ZeRO stage 1 keeps one gradient buffer: call optimizer.zero_grad() between "
                                   "synchronised backward passes (accumulate with model.no_sync())")
             unit.take_grad(position)
+            self._locally_used[self.unit_base[unit.index] + position] = 1
             if not self._callback_queued:
                 torch.autograd.Variable._execution_engine.queue_callback(self._finish_backward)
                 self._callback_queued = True
@@ -131,7 +160,10 @@ class ZeroEngine:
             if len(unit.ready) < len(unit.params):
                 return
             if self.sync:
-                self._start_reduce(unit)
+                if self.find_unused:
+                    self._launch_in_order(final=False)
+                else:
+                    self._start_reduce(unit)
             if self.on_unit_grads_done is not None:
                 self.on_unit_grads_done(unit)
 
@@ -143,6 +175,17 @@ class ZeroEngine:
         while len(self._inflight) > self.config.max_inflight:
             self._finish_oldest()
 
+    def _launch_in_order(self, final: bool) -> None:
+        """find_unused: launch units in index order while complete (all of them when `final`)."""
+        while self._next_launch < len(self.units):
+            unit = self.units[self._next_launch]
+            if not final and len(unit.ready) < len(unit.params):
+                return
+            if final:
+                unit.fill_missing_grads()
+            self._next_launch += 1
+            self._start_reduce(unit)
+
     def _finish_oldest(self) -> None:
         unit = self._inflight.popleft()
         unit.finish_reduce(keep_full=self.stage == 1)
@@ -151,38 +194,98 @@ class ZeroEngine:
     def _finish_backward(self) -> None:
         self._callback_queued = False
         try:
+            if self.sync and self.find_unused:
+                self._launch_in_order(final=True)
             while self._inflight:
                 self._finish_oldest()
-            if self.sync:
+            if self.sync and self.find_unused:
+                self._agree_on_unused()
+            elif self.sync:
                 missing = [p for u in self.units if u.index not in self._reduced
                            for pos, p in enumerate(u.params) if pos not in u.ready]
                 if missing:
                     names = ", ".join(repr(self.names[id(p)]) for p in missing[:3])
                     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
                     raise ConfigError(f"parameter {names}{more} received no gradient in this backward pass; every "
-                                      "trainable parameter must take part in the loss (or be frozen with requires_grad_(False))")
+                                      "trainable parameter must take part in the loss, be frozen with requires_grad_(False), or pass "
+                                      "find_unused_parameters=True to sw.wrap")
         finally:
             self._reduced.clear()
+            self._next_launch = 0
             for unit in self.units:
                 unit.ready.clear()
             if self.on_backward_end is not None:
                 self.on_backward_end()
+        if self.sync:
+            self.grads.invalidate()
+            self._install_grad_views()
+
+    def _agree_on_unused(self) -> None:
+        """One all-reduce of the used-bitmap: which parameters did no rank use? (find_unused)"""
+        used = self._locally_used.to(self.device)
+        comm.all_reduce(used, group=self.group)
+        self.globally_unused = {i for i, count in enumerate(used.tolist()) if count == 0}
+        self._locally_used.zero_()
+
+    # --- `.grad` views, see [Note: gradient views] ------------------------------------------
+
+    def _install_grad_views(self) -> None:
+        for index, p in enumerate(self.trainable):
+            if index not in self.globally_unused:
+                p.grad = ShardGradView(p, self.grads, index, self.stage)
+
+    def clear_grad_views(self) -> None:
+        for p in self.trainable:
+            if isinstance(p.grad, ShardGradView):
+                p.grad = None
+
+    def _gather_norm_terms(self, terms: torch.Tensor) -> torch.Tensor:
+        """Every rank's per-parameter norm terms (ranks x parameters): one collective."""
+        terms = terms.to(self.device)
+        if self.world_size == 1:
+            return terms.unsqueeze(0).cpu()
+        everyone = torch.empty(self.world_size * terms.numel(), dtype=terms.dtype, device=self.device)
+        comm.all_gather(everyone, terms, group=self.group)
+        return everyone.view(self.world_size, -1).cpu()
+
+    # --- around the forward -----------------------------------------------------------------
+
+    @torch._dynamo.disable
+    def before_forward(self) -> None:
+        """Drop last step's `.grad` views before autograd accumulates new gradients, and copy rank
+        0's buffers to every rank when PyTorch DDP would: before a forward that follows a
+        forward with gradients enabled and synchronisation on (and before the first)."""
+        if torch.is_grad_enabled():
+            self.clear_grad_views()
+        sync_now, self._buffers_sync_next = self._buffers_sync_next, torch.is_grad_enabled() and self.sync
+        if sync_now and self.config.broadcast_buffers:
+            broadcast_buffers(self.module, self.group)
 
     # --- around the optimizer step ----------------------------------------------------------
 
-    def before_step(self) -> bool:
-        """Unscale and check gradients under fp16; False means skip this step."""
+    def unscale_(self) -> None:
+        """fp16: divide the gradient shards by the loss scale and find inf/NaN, once per step
+        (idempotent, as GradScaler.unscale_), so clipping sees true gradients."""
         while self._inflight:
             self._finish_oldest()
-        if self.scaler is None:
-            return True
+        if self.scaler is None or self._unscaled:
+            return
         inverse = 1.0 / self.scaler.scale
         found = torch.zeros(1, device=self.master_device)
         for unit in self.units:
             unit.grad_shard.mul_(inverse)
             found += (~torch.isfinite(unit.grad_shard)).any().float()
         comm.all_reduce(found, group=self.group)
-        found_inf = bool(found.item() > 0)
+        self._found_inf = bool(found.item() > 0)
+        self._unscaled = True
+        self.grads.invalidate()
+
+    def before_step(self) -> bool:
+        """Unscale and check gradients under fp16; False means skip this step."""
+        self.unscale_()
+        if self.scaler is None:
+            return True
+        found_inf, self._unscaled = self._found_inf, False
         self.scaler.update(found_inf)
         return not found_inf
 
@@ -196,15 +299,18 @@ class ZeroEngine:
                 work.wait()
 
     def zero_grad(self) -> None:
+        """Clear the gradient shards and the parameters' `.grad` views (optimizer or model)."""
         for unit in self.units:
             unit.zero_grad()
+        self.clear_grad_views()
+        self.grads.invalidate()
+        self._unscaled = False
 
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
         """Clip the global gradient norm, computed from every rank's shards (one all-reduce)."""
         if norm_type != 2.0:
             raise ConfigError("sharded gradient clipping supports the 2-norm only")
-        while self._inflight:
-            self._finish_oldest()
+        self.unscale_()
         squares = torch.zeros(1, dtype=torch.float64, device=self.master_device)
         for unit in self.units:
             squares += unit.grad_shard.double().pow(2).sum()
@@ -213,6 +319,7 @@ class ZeroEngine:
         factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         for unit in self.units:
             unit.grad_shard.mul_(factor.to(unit.grad_shard.device))
+        self.grads.invalidate()
         return total
 
     # --- state ---------------------------------------------------------------------------

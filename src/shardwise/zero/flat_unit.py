@@ -19,6 +19,9 @@ from .. import comm
 from ..flat.layout import FlatLayout
 
 
+GATHER_TAG_BASE = 1 << 16  # stage-3 gathers' message tags: this plus the unit's index
+
+
 class FlatUnit:
     def __init__(self, index: int, params: list[nn.Parameter], group, rank: int, world_size: int, *,
                  stage: int, param_dtype: torch.dtype, reduce_dtype: torch.dtype, master_device: torch.device,
@@ -73,18 +76,22 @@ class FlatUnit:
 
     # --- parameters -------------------------------------------------------------------------
 
-    def _point_params_at_full(self) -> None:
+    def _point_params_at_full(self, full: torch.Tensor | None = None) -> None:
+        full = self.full if full is None else full
         for p, start, n, shape in zip(self.params, self.layout.offsets, self.layout.numels, self.shapes):
-            p.data = self.full[start:start + n].view(shape)
+            p.data = full[start:start + n].view(shape)
 
     def gather(self, async_op: bool = True):
-        """All-gather the full parameters into this unit's gather buffer (stage 3); returns the handle."""
-        self.gathered = True
-        return comm.all_gather(self.full, self.shard, group=self.group, async_op=async_op)
+        """All-gather the full parameters into this unit's gather buffer (stage 3); returns the handle.
 
-    def use_full(self) -> None:
-        """Point every parameter at its slice of the gathered buffer."""
-        self._point_params_at_full()
+        Tagged with the unit's index, so that it pairs only with the same unit's gather on the
+        other ranks (see [Note: desynchronised forwards])."""
+        self.gathered = True
+        return comm.all_gather(self.full, self.shard, group=self.group, async_op=async_op, tag=GATHER_TAG_BASE + self.index)
+
+    def use_full(self, full: torch.Tensor | None = None) -> None:
+        """Point every parameter at its slice of the gathered buffer (or of `full`, a buffer like it)."""
+        self._point_params_at_full(full)
 
     def free_full(self) -> None:
         """Free the full parameters' memory (stage 3); parameters are empty until the next gather."""
@@ -146,6 +153,19 @@ class FlatUnit:
         if not keep_full:
             self.grad_pool.release(self._grad_buffer)
             self.grad_full = self._grad_buffer = None
+
+    def fill_missing_grads(self) -> None:
+        """find_unused_parameters: zeros for the parameters that got no gradient, so the unit can
+        reduce like every other rank's (see [Note: unused parameters])."""
+        if self.grad_full is None:
+            self._grad_buffer = self.grad_pool.acquire()
+            self.grad_full = self._grad_buffer[:self.layout.padded_total]
+            self.grad_full[self.layout.total:].zero_()
+            self.has_grad = [False] * len(self.params)
+        for position, (start, n) in enumerate(zip(self.layout.offsets, self.layout.numels)):
+            if not self.has_grad[position]:
+                self.grad_full[start:start + n].zero_()
+                self.has_grad[position] = True
 
     def zero_grad(self) -> None:
         self.grad_fresh = True
