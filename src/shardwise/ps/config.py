@@ -24,11 +24,14 @@ class ParameterServer:
     dead_after_s: float = 5.0
     """async/ssp: a worker silent this long (no heartbeat) is dropped and training goes on."""
     find_unused_parameters: bool = False
-    """Allow parameters that get no gradient in a backward (on some ranks or all), as PyTorch DDP's
-    switch: they count as zero in the average, and one no rank used is left untouched by the step."""
+    """Accepted either way: a parameter server never raises on unused parameters and always acts
+    as PyTorch DDP with True: a push says which parameters got a gradient; one no worker used
+    keeps `.grad = None` for the servers' step (the optimizer skips it), one some workers used
+    averages as zero for the others (sync)."""
     broadcast_buffers: bool = True
-    """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
-    DDP does; skipped when the model has no buffers."""
+    """sync: before a forward (those PyTorch DDP syncs on), copy worker 0's buffers (BatchNorm
+    statistics) to every worker; skipped when the model has no buffers. async/ssp: each worker
+    keeps its own buffers (see [Note: ps buffers])."""
 
     name = "ps"
 

@@ -3,6 +3,10 @@
 Every message is a fixed-size int64 header, then (for some kinds) a float32 payload from or to
 the same peer; point-to-point messages between one pair arrive in order, so the payload that
 follows a header belongs to it. A server receives headers from any worker.
+
+PUSH: the header, the gradient of the server's key range, then a pickled object (the optimizer's
+group options, which parameters got a gradient, clip requests). PARAMS: the header, the range's
+values, then, if the header's last field is k > 0, the k norms of the step's clip requests.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ import torch
 from .. import comm
 
 JOIN, PUSH, DONE, PARAMS, STATS, SAVE, LOAD = 1, 2, 3, 4, 5, 6, 7
-HEADER = 6  # kind, worker, step, version, payload elements, spare
+HEADER = 6  # kind, worker, step, version, payload elements, extra (PARAMS: clip norms that follow)
 
 
-def header(kind: int, worker: int = 0, step: int = 0, version: int = 0, numel: int = 0) -> torch.Tensor:
-    return torch.tensor([kind, worker, step, version, numel, 0], dtype=torch.int64)
+def header(kind: int, worker: int = 0, step: int = 0, version: int = 0, numel: int = 0, extra: int = 0) -> torch.Tensor:
+    return torch.tensor([kind, worker, step, version, numel, extra], dtype=torch.int64)
 
 
 def send_header(peer: int, *fields) -> None:

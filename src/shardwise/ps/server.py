@@ -13,6 +13,15 @@ A worker counts towards "the slowest" from its JOIN on. In async and ssp a worke
 (its wrap waits for no other worker): it pulls the range as it is then, and under ssp its clock
 starts at the slowest joined worker's, so it neither held the others back before it came nor
 makes them wait while it replays the steps it missed.
+
+A push carries, besides the gradient of the server's range: every parameter group's options as
+the worker's optimizer holds them at that step (an lr schedule, weight decay, betas set between
+steps apply here, as they would to a local optimizer), one flag per parameter saying whether it
+got a gradient, and the step's clip requests (see [Note: ps clipping]). A parameter with no
+gradient keeps `.grad = None` for the server's step, so the optimizer skips it (no weight decay,
+no momentum), as PyTorch's optimizers skip a local one; in sync mode one that some workers used
+averages as zero for the others, as DDP with find_unused_parameters=True (a parameter server
+never raises on unused parameters).
 """
 
 from __future__ import annotations
@@ -30,14 +39,17 @@ from ..runtime import progress
 from ..strategy.optim_rebuild import group_options, rebuild_optimizer
 from . import protocol
 from .checkpoint import load_server_shard, save_server_shard
+from .clip import server_clip
 from .keys import pieces
 
 
 class Server:
     def __init__(self, config, optimizer, params: list[nn.Parameter], lo: int, hi: int, workers: list[int], heartbeats,
-                 names: list[str] | None = None):
+                 names: list[str] | None = None, server_group=None):
         self.config, self.workers, self.heartbeats = config, workers, heartbeats
+        self.server_group = server_group  # sync, several servers: the clip norm's all-reduce
         self.pieces: list[tuple[nn.Parameter, str, int, int, tuple]] = []  # piece, name, start, end, shape
+        self.piece_params: list[tuple[nn.Parameter, int, torch.Tensor]] = []  # piece, parameter index, grad view
         self.numel = hi - lo
         flat = torch.cat([p.detach().reshape(-1).float() for p in params])
         self.values = flat[lo:hi].clone()  # 1D fp32: this server's key range
@@ -50,6 +62,7 @@ class Server:
             start = offsets[index] + a - lo
             piece = nn.Parameter(self.values[start:start + b - a], requires_grad=True)
             piece.grad = self.grads[start:start + b - a]
+            self.piece_params.append((piece, index, piece.grad))
             owned[id(params[index])].append(piece)
             name = names[index] if names else str(index)
             self.pieces.append((piece, name, a, b, tuple(params[index].shape)))
@@ -71,6 +84,7 @@ class Server:
         self.held: list[int] = []  # ssp: workers whose answer waits for the slowest
         self.staleness = collections.Counter()
         self.pushes = self.pulls = 0
+        self.norms: list[float] = []  # sync: the last round's clip norms, sent with its answers
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -112,9 +126,7 @@ class Server:
                 if fields[0] == protocol.PUSH:
                     grad = torch.empty(self.numel)
                     comm.recv(grad, worker)
-                    lrs = torch.empty(len(self.optimizer.param_groups), dtype=torch.float64)
-                    comm.recv(lrs, worker)
-                    payload = (grad, lrs)
+                    payload = (grad, protocol.recv_object(worker))
                 elif fields[0] == protocol.DONE:
                     expected_done -= 1
                 elif fields[0] in (protocol.SAVE, protocol.LOAD):
@@ -137,17 +149,17 @@ class Server:
             self.joined.add(worker)
             self._answer(worker)
         elif kind == protocol.PUSH:
-            grad, lrs = payload
-            for group, lr in zip(self.optimizer.param_groups, lrs.tolist()):
-                group["lr"] = lr
+            grad, meta = payload
+            for group, options in zip(self.optimizer.param_groups, meta["groups"]):
+                group.update(options)
             self.pushes += 1
             self.clock[worker] += 1
             if self.config.mode == "sync":
-                self.pending[worker] = grad
+                self.pending[worker] = payload
                 self._maybe_finish_round()
             else:
                 self.staleness[self.version - fields[3]] += 1
-                self._apply([grad])
+                self._apply([payload])
                 self.held.append(worker)
                 self._release_held()
         elif kind == protocol.SAVE:
@@ -160,18 +172,39 @@ class Server:
             self._after_membership_change()
             protocol.send_header(worker, protocol.STATS)  # acknowledgement; stats go to the store at the end
 
-    def _apply(self, grads: list[torch.Tensor]) -> None:
-        self.grads.copy_(grads[0])
-        for grad in grads[1:]:
+    def _apply(self, pushes: list[tuple[torch.Tensor, dict]]) -> None:
+        """One optimizer step on the average of `pushes` (gradient, meta); parameters no push
+        had a gradient for are skipped; sync: the step's clip requests first."""
+        self.grads.copy_(pushes[0][0])
+        for grad, _ in pushes[1:]:
             self.grads.add_(grad)
-        if len(grads) > 1:
-            self.grads.div_(len(grads))
-        self.optimizer.step()
+        if len(pushes) > 1:
+            self.grads.div_(len(pushes))
+        used = bytes(max(flags) for flags in zip(*(meta["has_grad"] for _, meta in pushes)))
+        if self.config.mode == "sync":
+            requests = next((meta["clip"] for _, meta in pushes if meta["clip"]), [])
+            self.norms = [self._clip(request, used) for request in requests]
+        for piece, index, view in self.piece_params:
+            piece.grad = view if used[index] else None
+        try:
+            self.optimizer.step()
+        finally:
+            for piece, _, view in self.piece_params:
+                piece.grad = view
         self.version += 1
 
+    def _clip(self, request: tuple, used: bytes) -> float:
+        max_norm, norm_type, selected = request
+        chosen = None if selected is None else set(selected)
+        grads = [view for _, index, view in self.piece_params if used[index] and (chosen is None or index in chosen)]
+        return server_clip(grads, max_norm, norm_type, self.server_group)
+
     def _answer(self, worker: int) -> None:
-        protocol.send_header(worker, protocol.PARAMS, 0, self.clock[worker], self.version, self.numel)
+        norms = self.norms if self.config.mode == "sync" else []
+        protocol.send_header(worker, protocol.PARAMS, 0, self.clock[worker], self.version, self.numel, len(norms))
         comm.send(self.values, worker)
+        if norms:
+            comm.send(torch.tensor(norms, dtype=torch.float64), worker)
         self.seen_version[worker] = self.version
         self.pulls += 1
 
@@ -182,6 +215,7 @@ class Server:
             for worker in sorted(self.pending):
                 self._answer(worker)
             self.pending.clear()
+            self.norms = []
 
     def _release_held(self) -> None:
         """ssp: answer every held worker within `staleness` of the slowest live one (async: all)."""

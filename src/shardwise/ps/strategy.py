@@ -31,15 +31,18 @@ def wrap_parameter_server(config, module, optimizer):
     ranges = key_ranges(sum(p.numel() for p in params), config.servers)
     workers = list(range(config.servers, world))
     together = config.collective_wrap  # sync: every rank is here; async/ssp: workers come when they come
+    worker_group = server_group = None
     if together:
         worker_group = dist.new_group(workers)  # every rank takes part in creating it
+        if config.servers > 1:  # servers agree on the clip norm over it (see [Note: ps clipping])
+            server_group = dist.new_group(list(range(config.servers)))
     beats = None if together else heartbeat.Heartbeats(config.dead_after_s)
     if rank < config.servers:
         if not together:
             _agree_among_servers(module, config.servers)
         lo, hi = ranges[rank]
         names = parameter_names(module)
-        server = Server(config, optimizer, params, lo, hi, workers, beats, [names[id(p)] for p in params])
+        server = Server(config, optimizer, params, lo, hi, workers, beats, [names[id(p)] for p in params], server_group)
         server.rank = rank
         stats = server.serve()
         if rank == 0 and not together:
@@ -55,8 +58,8 @@ def wrap_parameter_server(config, module, optimizer):
     if beats is not None:  # beating first: a worker silent before its first beat counts as alive
         beats.start_beating(rank)
         progress.mark_expendable()
-    wrapped = WorkerModule(module, config)
-    client = Client(wrapped, ranges, rank, rank - config.servers)
+    wrapped = WorkerModule(module, config, worker_group, buffer_src=config.servers)  # async: no buffer sync
+    client = Client(wrapped, ranges, rank, rank - config.servers, sync=together)
     client.join()
     progress.on_finish(client.finish)
     return wrapped, client_optimizer(optimizer, client)

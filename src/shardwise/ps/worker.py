@@ -2,29 +2,46 @@
 
 Parameters and gradients live in flat buffers (each parameter and `.grad` a view), so a push is
 one send of each server's key range and a pull one receive into it. Backward communicates
-nothing (so `no_sync()` has nothing to suspend); `optimizer.step()` pushes and pulls.
+nothing, so `require_backward_grad_sync = False` and `no_sync()` (SyncControl, see [Note:
+wrapper interface]) have nothing to suspend: they are kept and readable, and decide only, as in
+PyTorch DDP, whether the next forward broadcasts buffers. `optimizer.step()` pushes the
+gradients with every group's options, which parameters got a gradient and any clip request
+(see [Note: ps clipping]), then pulls.
+
+[Note: ps buffers]
+sync mode with `broadcast_buffers=True`: before a forward, worker 0's buffers (BatchNorm
+statistics) are broadcast over the workers' group, on the same forwards PyTorch DDP does (the
+first, and each one after a forward with grad enabled and gradient sync on), so the workers
+train with the buffers DDP ranks would. async and ssp: workers do not run in step, and a
+collective among them would make each wait for the others; each worker keeps its own buffers,
+as a single process training on its own data would (they start equal: server 0's at join), and
+a checkpoint saves worker 0's.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .. import comm
+from ..strategy.module import SyncControl
 from ..strategy.optim_rebuild import group_options, rebuild_optimizer
 from ..strategy.prepare import unique_parameters
-from . import heartbeat, protocol
+from . import clip, heartbeat, protocol
 
 
-class WorkerModule(nn.Module):
+class WorkerModule(SyncControl, nn.Module):
     strategy_name = "ps"
 
-    def __init__(self, module: nn.Module, config):
+    def __init__(self, module: nn.Module, config, buffer_group=None, buffer_src: int = 0):
         super().__init__()
         self.module = module
         self.config = config
+        self._sync = True
+        self._forward_sync = True  # PyTorch DDP's require_forward_param_sync
+        self.buffer_group, self.buffer_src = buffer_group, buffer_src
+        self.synced_buffers = list(module.buffers()) if config.broadcast_buffers and buffer_group is not None else []
         self.trainable = [p for p in unique_parameters(module) if p.requires_grad]
         numels = [p.numel() for p in self.trainable]
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in self.trainable]).float()
@@ -36,21 +53,46 @@ class WorkerModule(nn.Module):
             self.grad_views.append(self.flat_grads[start:start + n].view(p.shape))
             start += n
 
+    def _get_sync(self) -> bool:
+        return self._sync
+
+    def _set_sync(self, value: bool) -> None:
+        self._sync = value
+
     def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        if self.synced_buffers and self._forward_sync:
+            self._broadcast_buffers()
+        out = self.module(*args, **kwargs)
+        self._forward_sync = torch.is_grad_enabled() and self._sync
+        return out
 
-    @contextlib.contextmanager
-    def no_sync(self):
-        yield
+    def _broadcast_buffers(self) -> None:
+        """Worker 0's buffers to every worker: one broadcast per dtype. See [Note: ps buffers]."""
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for b in self.synced_buffers:
+            by_dtype.setdefault(b.dtype, []).append(b)
+        with torch.no_grad():
+            for buffers in by_dtype.values():
+                flat = torch.cat([b.reshape(-1) for b in buffers])
+                comm.broadcast(flat, src=self.buffer_src, group=self.buffer_group)
+                offset = 0
+                for b in buffers:
+                    b.copy_(flat[offset:offset + b.numel()].view(b.shape))
+                    offset += b.numel()
 
-    def gather_grads(self) -> None:
-        """Gradients into the flat buffer (after zero_grad autograd allocates fresh ones)."""
-        for p, view in zip(self.trainable, self.grad_views):
+    def gather_grads(self) -> bytes:
+        """Gradients into the flat buffer (after zero_grad autograd allocates fresh ones); returns
+        one byte per trainable parameter: 1 if it has a gradient (None counts as zero and 0)."""
+        has = bytearray(len(self.trainable))
+        for i, (p, view) in enumerate(zip(self.trainable, self.grad_views)):
             if p.grad is None:
                 view.zero_()
-            elif p.grad.data_ptr() != view.data_ptr():
-                view.copy_(p.grad)
-                p.grad = view
+            else:
+                has[i] = 1
+                if p.grad.data_ptr() != view.data_ptr():
+                    view.copy_(p.grad)
+                    p.grad = view
+        return bytes(has)
 
     def model_state_tensors(self):
         yield self.flat_params
@@ -65,8 +107,21 @@ class WorkerClientMixin:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._shardwise_client.push_and_pull([g["lr"] for g in self.param_groups])
+        self._shardwise_client.push_and_pull([group_options(g) for g in self.param_groups])
         return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Also drops clip requests not yet sent: they were about the gradients discarded here."""
+        client = getattr(self, "_shardwise_client", None)
+        if client is not None:
+            client.requests.clear()
+        super().zero_grad(set_to_none)
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Clip by the global norm of the gradient the servers apply (sync: the average over
+        workers, computed by the servers at the step; the returned tensor holds it once step()
+        has returned); async/ssp: this worker's own gradient, clipped here. See [Note: ps clipping]."""
+        return self._shardwise_client.clip_grad_norm_(max_norm, norm_type)
 
     def finish(self) -> list[dict] | None:
         """Tell the servers this worker is done; worker 0 returns the servers' statistics."""
@@ -78,14 +133,20 @@ class WorkerClientMixin:
 
 
 class Client:
-    def __init__(self, model: WorkerModule, ranges: list[tuple[int, int]], worker_rank: int, worker_index: int):
+    def __init__(self, model: WorkerModule, ranges: list[tuple[int, int]], worker_rank: int, worker_index: int,
+                 sync: bool = False):
         self.model, self.ranges = model, ranges
         self.worker_rank, self.worker_index = worker_rank, worker_index
+        self.sync = sync
         self.versions = [0] * len(ranges)
         self.steps = 0
         self.clock = 0
         self.finished = False
         self.stats = None
+        self.requests: list[clip.ClipRequest] = []  # sync: clips asked for since the last step
+        self.norms: list[float] = []  # the servers' answers to them
+        if sync:
+            clip.register(self)
 
     def join(self) -> None:
         """Pull every range; server 0 first, whose answer carries this worker's clock for the rest."""
@@ -95,14 +156,46 @@ class Client:
             protocol.send_header(server, protocol.JOIN, self.worker_rank, self.clock)
         self._pull(range(1, len(self.ranges)))
 
-    def push_and_pull(self, lrs: list[float]) -> None:
-        self.model.gather_grads()
-        lr_tensor = torch.tensor(lrs, dtype=torch.float64)
+    # --- clipping (see [Note: ps clipping]) ----------------------------------------------------
+
+    def request_norm(self, norm_type: float) -> torch.Tensor:
+        request = clip.ClipRequest(norm_type, torch.full((), float("nan")))
+        self.requests.append(request)
+        return request.result
+
+    def pending_request(self, result: torch.Tensor):
+        return next((r for r in self.requests if r.result is result), None)
+
+    def request_clip(self, request: clip.ClipRequest, max_norm, params: list[torch.Tensor]) -> None:
+        index = {id(p): i for i, p in enumerate(self.model.trainable)}
+        selected = sorted({index[id(p)] for p in params if id(p) in index})
+        request.max_norm = float(max_norm)
+        request.selected = None if len(selected) == len(self.model.trainable) else selected
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        if not self.sync:  # async/ssp: this worker's gradient is the one applied
+            grads = [p.grad for p in self.model.trainable if p.grad is not None]
+            total = clip._original_total_norm(grads, norm_type)
+            clip._original_clip_with_norm(self.model.trainable, max_norm, total)
+            return total
+        request = clip.ClipRequest(norm_type, torch.full((), float("nan")))
+        request.max_norm = float(max_norm)
+        self.requests.append(request)
+        return request.result
+
+    # --- push and pull -------------------------------------------------------------------------
+
+    def push_and_pull(self, options: list[dict]) -> None:
+        has_grad = self.model.gather_grads()
+        requests, self.requests = self.requests, []
+        meta = {"groups": options, "has_grad": has_grad, "clip": [r.wire() for r in requests]}
         for server, (lo, hi) in enumerate(self.ranges):
             protocol.send_header(server, protocol.PUSH, self.worker_rank, self.steps, self.versions[server], hi - lo)
             comm.send(self.model.flat_grads[lo:hi], server)
-            comm.send(lr_tensor, server)
+            protocol.send_object(server, meta)
         self._pull()
+        for request, norm in zip(requests, self.norms):
+            request.result.fill_(norm)
         self.steps += 1
 
     def _pull(self, servers=None) -> None:
@@ -110,6 +203,10 @@ class Client:
             lo, hi = self.ranges[server]
             _, fields = protocol.recv_header(server)
             comm.recv(self.model.flat_params[lo:hi], server)
+            if fields[5]:  # the norms of this step's clip requests (every server sends the same)
+                norms = torch.empty(fields[5], dtype=torch.float64)
+                comm.recv(norms, server)
+                self.norms = norms.tolist()
             self.versions[server] = fields[3]
             if server == 0:
                 self.clock = fields[2]  # pushes server 0 counts for this worker (ssp: from the slowest's at join)
@@ -134,7 +231,9 @@ class Client:
             protocol.recv_object(server)
 
     def finish(self):
-        if not self.finished:
+        """DONE to every server, once (an explicit `optimizer.finish()` and the shutdown hook
+        may both call it), while the process group still exists (see [Note: shutdown hook])."""
+        if not self.finished and dist.is_initialized():
             self.finished = True
             for server in range(len(self.ranges)):
                 protocol.send_header(server, protocol.DONE, self.worker_rank)
