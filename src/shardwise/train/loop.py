@@ -140,11 +140,9 @@ def _steps(config: TrainConfig, optimizer, start_step: int, world: int, asynchro
 
 
 def clip_gradients(model, optimizer, max_norm: float) -> None:
-    """Sharded strategies know the global norm only from every rank's shards."""
-    if hasattr(optimizer, "clip_grad_norm_"):
-        optimizer.clip_grad_norm_(max_norm)
-    else:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    """PyTorch's own call, as a user's script makes it: every strategy gives it the global norm of
+    the averaged gradient (ZeRO through its gradient views, the parameter server on its servers)."""
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
 
 
 def _autocast(config: TrainConfig, strategy):
@@ -159,13 +157,21 @@ def _autocast(config: TrainConfig, strategy):
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, corpus, config: TrainConfig, alone: bool = False) -> float:
     """Mean validation loss over `eval_batches` fixed batches, each rank taking every N-th one
-    (`alone`: this rank takes them all, with no collective, for workers that may die)."""
+    (`alone`: this rank takes them all, with no collective, for workers that may die).
+
+    Every rank runs the same number of forwards, since under ZeRO-3 a forward is a collective: a
+    rank whose share is one batch short repeats its last batch without counting it.
+    """
     rank, world = (0, 1) if alone else (env.rank(), env.world_size())
     batches = random_eval_batches(corpus.val, config.model.block_size, 8, config.eval_batches, seed=1234)
+    mine = batches[rank::world]
+    rounds = -(-len(batches) // world)  # forwards per rank: ceil(batches / ranks)
     total = torch.zeros(2, dtype=torch.float64)  # [sum of losses, count]
-    for index, (x, y) in enumerate(batches):
-        if index % world == rank:
-            total[0] += lm_loss(model(x), y).item()
+    for index in range(rounds):
+        x, y = mine[min(index, len(mine) - 1)] if mine else batches[0]
+        loss = lm_loss(model(x), y).item()
+        if index < len(mine):
+            total[0] += loss
             total[1] += 1
     if not alone:
         comm.all_reduce(total)
