@@ -36,7 +36,8 @@ class DDP:
     def wrap(self, module, optimizer, group=None):
         from .data_parallel import DataParallel
 
-        return DataParallel(module, self.bucket_mb, self.first_bucket_mb, group, self.trim_every), optimizer
+        return DataParallel(module, self.bucket_mb, self.first_bucket_mb, group, self.trim_every,
+                            self.find_unused_parameters, self.broadcast_buffers), optimizer
 
 
 @dataclass(frozen=True)
@@ -55,4 +56,4 @@ class NaiveDDP:
     def wrap(self, module, optimizer, group=None):
         from .naive import NaiveDataParallel
 
-        return NaiveDataParallel(module, group), optimizer
+        return NaiveDataParallel(module, group, self.find_unused_parameters, self.broadcast_buffers), optimizer

@@ -8,6 +8,20 @@ averaged over ranks and the optimizer (and any gradient clipping) sees the globa
 
 Buckets are launched in index order, the same on every rank, so collectives always match.
 Communication per step: one all-reduce of 4Ψ bytes (fp32), 2(N-1)/N·4Ψ on the wire per rank.
+
+[Note: unused parameters]
+With `find_unused_parameters`, a parameter may get no gradient in a backward, on some ranks or
+on all (a branch taken by some inputs, a frozen head). As in PyTorch DDP it then counts as zero
+in the average: at the end of backward each rank puts zeros (or the `.grad` it already has) in
+the slots autograd left empty, marks them ready and launches the remaining buckets in index
+order, so every rank issues the same collectives in the same order. One small all-reduce of a
+used-bitmap (usage since the last synchronising backward, so `no_sync` micro-steps count) then
+finds the parameters no rank used: PyTorch DDP leaves their `.grad` as it was (None after
+`zero_grad()`), so an optimizer skips them instead of decaying them with a zero gradient; here
+they keep their `.grad` too and every other parameter gets its bucket view. Under the switch
+gradients start as None, as in a fresh PyTorch model, and the bucket view is adopted when
+autograd first writes a gradient (`GradBucket.adopt_grad`). Without the switch a missing
+gradient is a ConfigError naming the parameter: a silent zero would hide a bug in the model.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from ..runtime import heap
 from ..strategy.module import SyncingWrapper
 from ..strategy.prepare import parameter_names, unique_parameters
 from .bucket import GradBucket
+from ..strategy.buffers import BufferSync
 
 MB = 1024 * 1024
 
@@ -35,19 +50,28 @@ class DataParallel(SyncingWrapper):
     strategy_name = "ddp"
 
     def __init__(self, module: nn.Module, bucket_mb: float = 25, first_bucket_mb: float = 1, group=None,
-                 trim_every: int = 100):
+                 trim_every: int = 100, find_unused_parameters: bool = False, broadcast_buffers: bool = True):
         super().__init__(module)
         self.group = group
         self.world_size = dist.get_world_size(group)
+        self.find_unused_parameters = find_unused_parameters
         self._names = parameter_names(module)
         self._buckets = self._build_buckets(int(bucket_mb * MB), int(first_bucket_mb * MB))
+        self._buffer_sync = BufferSync(module, group, broadcast_buffers)
         self._callback_queued = False
         self._next_to_launch = 0
         self._trim = heap.PeriodicTrim(trim_every)
         for bucket in self._buckets:
             for position, param in enumerate(bucket.params):
-                param.grad = bucket.views[position]
+                if not find_unused_parameters:  # see [Note: unused parameters]
+                    param.grad = bucket.views[position]
                 param.register_post_accumulate_grad_hook(self._make_hook(bucket, position))
+
+    def forward(self, *args, **kwargs):
+        self._buffer_sync.before_forward()
+        output = self.module(*args, **kwargs)
+        self._buffer_sync.after_forward(self._sync)
+        return output
 
     def _build_buckets(self, bucket_bytes: int, first_bucket_bytes: int) -> list[GradBucket]:
         by_kind = defaultdict(list)  # one bucket holds one dtype on one device
@@ -74,6 +98,7 @@ class DataParallel(SyncingWrapper):
     def _make_hook(self, bucket: GradBucket, position: int):
         def hook(param: torch.Tensor) -> None:
             bucket.adopt_grad(position)
+            bucket.used.add(position)
             if not self._sync:
                 return
             if not self._callback_queued:
@@ -99,19 +124,47 @@ class DataParallel(SyncingWrapper):
         """End of backward: wait for every bucket's all-reduce; gradients are now global means."""
         self._callback_queued = False
         try:
-            for bucket in self._buckets:
-                if bucket.work is not None:
-                    bucket.work.wait()
-            unready = [p for bucket in self._buckets for p in bucket.missing()]
-            if unready:
-                names = ", ".join(repr(self._names[id(p)]) for p in unready[:3])
-                more = f" and {len(unready) - 3} more" if len(unready) > 3 else ""
-                raise ConfigError(
-                    f"parameter {names}{more} received no gradient in this backward pass; every trainable "
-                    "parameter must take part in the loss (or be frozen with requires_grad_(False))"
-                )
+            if self.find_unused_parameters:
+                self._finish_with_unused()
+            else:
+                self._finish_all_used()
         finally:
             self._next_to_launch = 0
             for bucket in self._buckets:
                 bucket.reset()
         self._trim.tick()
+
+    def _finish_all_used(self) -> None:
+        for bucket in self._buckets:
+            if bucket.work is not None:
+                bucket.work.wait()
+        unready = [p for bucket in self._buckets for p in bucket.missing()]
+        if unready:
+            names = ", ".join(repr(self._names[id(p)]) for p in unready[:3])
+            more = f" and {len(unready) - 3} more" if len(unready) > 3 else ""
+            raise ConfigError(
+                f"parameter {names}{more} received no gradient in this backward pass; every trainable "
+                "parameter must take part in the loss (or pass find_unused_parameters=True to sw.wrap, "
+                "or freeze it with requires_grad_(False))"
+            )
+
+    def _finish_with_unused(self) -> None:
+        """Zeros for the gradients autograd did not produce, then keep `.grad` of the parameters
+        no rank used; see [Note: unused parameters]."""
+        for bucket in self._buckets:
+            for position in bucket.missing_positions():
+                bucket.fill_unused(position)
+                bucket.mark_ready(position)
+        self._launch_ready_buckets()
+        used = torch.tensor([int(i in b.used) for b in self._buckets for i in range(len(b.params))],
+                            dtype=torch.int32, device=self._buckets[0].flat.device)  # 1D, one per parameter
+        used_work = comm.all_reduce(used, group=self.group, async_op=True)
+        for bucket in self._buckets:
+            bucket.work.wait()
+        used_work.wait()
+        used_anywhere = iter(used.tolist())
+        for bucket in self._buckets:
+            for position, param in enumerate(bucket.params):
+                if next(used_anywhere) and param.grad is None:
+                    param.grad = bucket.views[position]
+            bucket.used.clear()

@@ -13,9 +13,36 @@ import os
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as _dist_nn_functional  # before any group exists: [Note: group lifetime]
 
 DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "SHARDWISE_TIMEOUT_S"
+
+
+# [Note: group lifetime]
+# `destroy_process_group()` frees the default gloo group, joining its worker and transport
+# threads, only if c10d held the last reference to it. `torch.distributed.nn.functional` binds
+# `group=group.WORLD` as default arguments when its functions are defined; torch imports it
+# lazily (the first optimizer built imports torch._dynamo, which reaches it), so in a script that
+# initialises first it captured the live default group ten times. The group then outlived
+# `destroy_process_group()` and died during interpreter teardown, its threads still running,
+# where releasing a tensor's Python object from a gloo thread after finalisation began ends in
+# std::terminate: "terminate called without an active exception", SIGABRT, in some runs of a
+# DDP script ending in `destroy_process_group()` (timing decides; one in four was reported, one
+# in twelve seen here). Importing the module here, before
+# any group exists, binds None (the default group, the same meaning); if a group already exists
+# when shardwise is imported, the captured references are replaced by None at once.
+
+
+def _forget_captured_groups(module) -> None:
+    """Replace process groups bound as default arguments of `module`'s functions by None."""
+    for fn in vars(module).values():
+        defaults = getattr(fn, "__defaults__", None)
+        if defaults and any(isinstance(d, dist.ProcessGroup) for d in defaults):
+            fn.__defaults__ = tuple(None if isinstance(d, dist.ProcessGroup) else d for d in defaults)
+
+
+_forget_captured_groups(_dist_nn_functional)
 
 
 def default_backend() -> str:
@@ -34,12 +61,12 @@ def collective_timeout_s() -> float:
 def init(backend: str | None = None) -> None:
     """Initialise the default process group from the environment; a no-op if already done.
 
-    The group is destroyed at interpreter exit: a gloo group left alive then aborts the process
-    ("terminate called without an active exception"), which launchers report as a crash.
+    The group is destroyed at interpreter exit, while the interpreter is whole, if the script
+    has not destroyed it itself; see [Note: group lifetime].
     """
-    if dist.is_initialized():
+    _destroy_at_exit()
+    if dist.is_initialized():  # by the script itself: still destroyed at exit if it does not
         return
-    atexit.register(shutdown)
     backend = backend or os.environ.get("SHARDWISE_BACKEND") or default_backend()
     timeout = datetime.timedelta(seconds=collective_timeout_s())
     if "WORLD_SIZE" not in os.environ or "MASTER_PORT" not in os.environ:
@@ -48,6 +75,16 @@ def init(backend: str | None = None) -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, init_method="env://", timeout=timeout)
+
+
+_exit_hook_registered = False
+
+
+def _destroy_at_exit() -> None:
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        atexit.register(shutdown)
+        _exit_hook_registered = True
 
 
 def shutdown() -> None:
