@@ -9,7 +9,7 @@ import torch
 
 from shardwise.errors import ConfigError
 from shardwise.zero.grad_view import ShardGrads, ShardGradView, combine_terms, partial_norm_terms
-from shardwise.zero.module_buffers import pack_layout
+from shardwise.strategy.buffers import pack_layout
 
 
 def _setup(seed=0):

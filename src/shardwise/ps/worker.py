@@ -27,6 +27,7 @@ from torch import nn
 from .. import comm
 from ..strategy.module import SyncControl
 from ..strategy.optim_rebuild import group_options, rebuild_optimizer
+from ..strategy.buffers import BufferSync
 from ..strategy.prepare import unique_parameters
 from . import clip, heartbeat, protocol
 
@@ -39,9 +40,8 @@ class WorkerModule(SyncControl, nn.Module):
         self.module = module
         self.config = config
         self._sync = True
-        self._forward_sync = True  # PyTorch DDP's require_forward_param_sync
         self.buffer_group, self.buffer_src = buffer_group, buffer_src
-        self.synced_buffers = list(module.buffers()) if config.broadcast_buffers and buffer_group is not None else []
+        self.buffer_sync = BufferSync(module, buffer_group, config.broadcast_buffers and buffer_group is not None, buffer_src)
         self.trainable = [p for p in unique_parameters(module) if p.requires_grad]
         numels = [p.numel() for p in self.trainable]
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in self.trainable]).float()
@@ -60,25 +60,10 @@ class WorkerModule(SyncControl, nn.Module):
         self._sync = value
 
     def forward(self, *args, **kwargs):
-        if self.synced_buffers and self._forward_sync:
-            self._broadcast_buffers()
+        self.buffer_sync.before_forward()  # see [Note: ps buffers]
         out = self.module(*args, **kwargs)
-        self._forward_sync = torch.is_grad_enabled() and self._sync
+        self.buffer_sync.after_forward(self._sync)
         return out
-
-    def _broadcast_buffers(self) -> None:
-        """Worker 0's buffers to every worker: one broadcast per dtype. See [Note: ps buffers]."""
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for b in self.synced_buffers:
-            by_dtype.setdefault(b.dtype, []).append(b)
-        with torch.no_grad():
-            for buffers in by_dtype.values():
-                flat = torch.cat([b.reshape(-1) for b in buffers])
-                comm.broadcast(flat, src=self.buffer_src, group=self.buffer_group)
-                offset = 0
-                for b in buffers:
-                    b.copy_(flat[offset:offset + b.numel()].view(b.shape))
-                    offset += b.numel()
 
     def gather_grads(self) -> bytes:
         """Gradients into the flat buffer (after zero_grad autograd allocates fresh ones); returns

@@ -36,13 +36,13 @@ from torch import nn
 from .. import comm
 from ..errors import ConfigError
 from ..flat.buckets import plan_buckets
+from ..strategy.buffers import BufferSync
 from ..strategy.prepare import parameter_names, unique_parameters
 from .config import ZeRO, as_dtype
 from ..flat.layout import FlatLayout
 from .buffers import BufferPool, GatherSlots
 from .flat_unit import FlatUnit
 from .grad_view import ShardGrads, ShardGradView
-from .module_buffers import broadcast_buffers
 from .scaler import DynamicLossScaler
 from .units import assign_parameters, unit_modules
 
@@ -96,7 +96,7 @@ class ZeroEngine:
         self._next_launch = 0
         self._locally_used = torch.zeros(len(self.trainable), dtype=torch.int32)
         self.globally_unused: set[int] = set()  # parameter numbers no rank used in the last synchronising backward
-        self._buffers_sync_next = True  # PyTorch DDP's require_forward_param_sync
+        self.buffer_sync = BufferSync(module, group, config.broadcast_buffers)
 
     def _build_units(self, trainable: list[nn.Parameter]) -> list[FlatUnit]:
         """Decide which parameters form each unit, then make the buffers they share and the units."""
@@ -257,9 +257,8 @@ class ZeroEngine:
         forward with gradients enabled and synchronisation on (and before the first)."""
         if torch.is_grad_enabled():
             self.clear_grad_views()
-        sync_now, self._buffers_sync_next = self._buffers_sync_next, torch.is_grad_enabled() and self.sync
-        if sync_now and self.config.broadcast_buffers:
-            broadcast_buffers(self.module, self.group)
+        self.buffer_sync.before_forward()
+        self.buffer_sync.after_forward(self.sync)
 
     # --- around the optimizer step ----------------------------------------------------------
 
