@@ -101,10 +101,11 @@ def all_reduce(tensor: torch.Tensor, group=None, async_op: bool = False):
 
 
 def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, async_op: bool = False,
-                   scratch: torch.Tensor | None = None):
+                   scratch: torch.Tensor | None = None, tag: int = 0):
     """Sum `full_input` over the group; rank r receives slice r into `output` (1/N of it).
 
     `scratch` (optional, gloo): room for the chunks received from peers, to avoid allocating.
+    `tag` (gloo): pairs only with the peers' reduce_scatter of the same tag (NCCL: ignored).
     """
     group = _default(group)
     n = group_size(group)
@@ -114,7 +115,7 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, a
             output.copy_(full_input)
         return Done() if async_op else None
     if _is_gloo(group):  # see [Note: gloo pairwise collectives]
-        return _guard("reduce_scatter", lambda: _maybe_wait(pairwise.reduce_scatter(output, full_input, group, scratch), async_op), async_op)
+        return _guard("reduce_scatter", lambda: _maybe_wait(pairwise.reduce_scatter(output, full_input, group, scratch, tag), async_op), async_op)
     return _guard("reduce_scatter", lambda: dist.reduce_scatter_single(output, full_input, group=group, async_op=async_op), async_op)
 
 

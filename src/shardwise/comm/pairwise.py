@@ -42,11 +42,13 @@ def _peers(group):
     return me, [(j, dist.get_global_rank(group, j) if group is not None else j) for j in order]
 
 
-def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, scratch: torch.Tensor | None = None) -> PairwiseWork:
+def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, scratch: torch.Tensor | None = None,
+                   tag: int = 0) -> PairwiseWork:
     """output := sum over ranks of chunk `my_rank` of `full_input` (1D, numel divisible by N).
 
     `output` may be this rank's own chunk of `full_input` (in place). `scratch`, if given, holds
     the (N-1) received chunks (at least (N-1)/N of the input's elements), else they are allocated.
+    Messages carry `tag`: they pair only with a peer's reduce_scatter of the same tag.
     """
     n = dist.get_world_size(group)
     chunks = full_input.chunk(n)
@@ -58,8 +60,8 @@ def reduce_scatter(output: torch.Tensor, full_input: torch.Tensor, group=None, s
     requests = []
     for k, (j, peer) in enumerate(peers):
         received[j] = scratch[k * chunk:(k + 1) * chunk]
-        requests.append(dist.isend(chunks[j], peer, group=group))
-        requests.append(dist.irecv(received[j], peer, group=group))
+        requests.append(dist.isend(chunks[j], peer, group=group, tag=tag))
+        requests.append(dist.irecv(received[j], peer, group=group, tag=tag))
 
     def finish() -> None:
         if output.data_ptr() != chunks[me].data_ptr():

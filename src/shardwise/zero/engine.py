@@ -41,7 +41,7 @@ from ..strategy.prepare import parameter_names, unique_parameters
 from .config import ZeRO, as_dtype
 from ..flat.layout import FlatLayout
 from .buffers import BufferPool, GatherSlots
-from .flat_unit import FlatUnit
+from .flat_unit import STATE_TAG_BASE, FlatUnit
 from .grad_view import ShardGrads, ShardGradView
 from .scaler import DynamicLossScaler
 from .units import assign_parameters, unit_modules
@@ -328,7 +328,7 @@ class ZeroEngine:
         values = {}
         for unit in self.units:
             full = torch.empty(unit.layout.padded_total, dtype=torch.float32, device=unit.master.device)
-            comm.all_gather(full, unit.master.float(), group=self.group)
+            comm.all_gather(full, unit.master.float(), group=self.group, tag=STATE_TAG_BASE + unit.index)
             for p, start, shape in zip(unit.params, unit.layout.offsets, unit.shapes):
                 values[id(p)] = full[start:start + shape.numel()].view(shape).clone()
         return values

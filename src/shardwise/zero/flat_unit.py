@@ -19,7 +19,12 @@ from .. import comm
 from ..flat.layout import FlatLayout
 
 
-GATHER_TAG_BASE = 1 << 16  # stage-3 gathers' message tags: this plus the unit's index
+# Message tags (gloo), each plus the unit's index, so that ranks that disagree on what comes next
+# wait and time out with a named error instead of pairing different collectives (a size
+# mismatch aborts the process): see [Note: desynchronised forwards].
+GATHER_TAG_BASE = 1 << 16  # stage 3: gathers for a forward or backward
+REDUCE_TAG_BASE = 2 << 16  # gradient reduce-scatters
+STATE_TAG_BASE = 3 << 16  # whole-parameter gathers: state dicts, sw.gathered
 
 
 class FlatUnit:
@@ -132,7 +137,8 @@ class FlatUnit:
         """Reduce-scatter the gradient buffer; this rank's sum lands in its own chunk, in place."""
         own = self.grad_full[self.lo:self.hi]
         self._scratch = self.scratch_pool.acquire()
-        self.work = comm.reduce_scatter(own, self.grad_full, group=self.group, async_op=True, scratch=self._scratch)
+        self.work = comm.reduce_scatter(own, self.grad_full, group=self.group, async_op=True, scratch=self._scratch,
+                                       tag=REDUCE_TAG_BASE + self.index)
 
     def finish_reduce(self, keep_full: bool) -> None:
         """Wait for the reduce-scatter and add the averaged chunk to `grad_shard`."""

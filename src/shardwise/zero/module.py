@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.modules.module import _IncompatibleKeys
 from torch.utils._pytree import tree_map
 
+from ..comm.collectives import CollectiveError
 from ..errors import ConfigError
 from ..strategy.module import SyncControl
 from .engine import ZeroEngine
@@ -176,8 +177,14 @@ class ZeroModule(SyncControl, nn.Module):
         return _IncompatibleKeys(missing, unexpected)
 
     def full_state_dict(self) -> dict:
-        """Full fp32 parameters (gathered from the master shards) and buffers, the module's keys."""
-        values = self.engine.full_parameters()
+        """Full fp32 parameters (gathered from the master shards) and buffers, the module's keys.
+        A collective: a rank that asks alone fails after the collective timeout, saying so."""
+        try:
+            values = self.engine.full_parameters()
+        except CollectiveError as exc:
+            raise ConfigError(f"{self.strategy_name}: the full state is gathered from every rank's shard, so every rank "
+                              "must call model.state_dict() / sw.full_state_dict(model) together; to save from rank 0 "
+                              f"alone, do it inside `with sw.gathered(model):` ({str(exc).splitlines()[0]})") from exc
         state = {}
         named = dict(self.module.named_parameters(remove_duplicate=False))
         with self._inner_access():

@@ -58,7 +58,7 @@ from ..comm.collectives import CollectiveError
 from ..errors import ConfigError
 from ..runtime import shutdown
 from .engine import ZeroEngine
-from .flat_unit import FlatUnit
+from .flat_unit import STATE_TAG_BASE, FlatUnit
 
 DESYNC_HINT = ("under zero3 every rank must run every forward and backward of the wrapped model; to evaluate, "
                "sample or save on some ranks only, do it inside `with sw.gathered(model):` (entered by every rank)")
@@ -280,7 +280,8 @@ class Stage3Schedule:
         works = []
         for unit in self.engine.units:
             full[unit.index] = torch.empty(unit.layout.padded_total, dtype=unit.shard.dtype, device=unit.shard.device)
-            works.append((unit, comm.all_gather(full[unit.index], unit.shard, group=unit.group, async_op=True)))
+            works.append((unit, comm.all_gather(full[unit.index], unit.shard, group=unit.group, async_op=True,
+                                               tag=STATE_TAG_BASE + unit.index)))
         for unit, work in works:
             self._wait(work, unit)
             unit.use_full(full[unit.index])
