@@ -19,14 +19,12 @@ sys.path.insert(0, os.path.dirname(__file__))  # compat_* modules, also for spaw
 import compat_harness as harness  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: minutes, not seconds (torch.compile with inductor)")
-
-
 def pytest_collection_modifyitems(session, config, items):
     wanted = defaultdict(set)
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
+        if "slow" in item.keywords and os.environ.get("SHARDWISE_SLOW_TESTS") != "1":
+            continue  # skipped (tests/conftest.py): keep its cases out of the shared launches
         if "case" in params and "strategy" in params:
             wanted[params["strategy"]].add(params["case"])
     config.stash[_WANTED] = wanted

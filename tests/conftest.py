@@ -1,0 +1,20 @@
+"""Suite-wide options: the slow tier runs only when asked for."""
+
+import os
+
+import pytest
+
+SLOW_ENV = "SHARDWISE_SLOW_TESTS"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"slow: minutes, not seconds (torch.compile with inductor); run with {SLOW_ENV}=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(SLOW_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"slow tier (inductor compiles C++ on first use); set {SLOW_ENV}=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
