@@ -7,8 +7,9 @@ once and in the first of these categories that reaches it:
   parameters  the model's parameters and the optimizer's (shardwise ZeRO's optimizer holds views
               of its flat master shard; stages 1-2 keep the full flat buffer the module's
               parameters point into, stage 3 only the shard)
-  gradients   the `.grad` of both (views into shardwise's flat gradient buffers: stage 1 keeps the
-              whole buffer, stage 2 and 3 the shard)
+  gradients   the `.grad` of both (shardwise ZeRO's `.grad` views count by the pieces they stand
+              for, views into the flat gradient buffers: stage 1 keeps the whole buffer, stage 2
+              and 3 the shard)
   other       the rest of what the wrapper reports through `model_state_tensors()` (stage 3's
               gather slots and gradient pools: `engine.buffer_bytes()`)
 DTensors (FSDP2) count by their local shard. For shardwise the four add up to exactly
@@ -65,9 +66,15 @@ def split_model_states(model: nn.Module, optimizer: torch.optim.Optimizer) -> di
 def _storages(tensors: Iterable[torch.Tensor]) -> list[tuple[int, int]]:
     out = []
     for tensor in tensors:
-        local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
-        storage = local.untyped_storage()
-        out.append((storage.data_ptr(), storage.nbytes()))
+        if isinstance(tensor, DTensor):
+            pieces = [tensor.to_local()]
+        elif hasattr(tensor, "local_tensors"):  # shardwise ZeRO's `.grad` views hold no data of their own
+            pieces = tensor.local_tensors()
+        else:
+            pieces = [tensor]
+        for local in pieces:
+            storage = local.untyped_storage()
+            out.append((storage.data_ptr(), storage.nbytes()))
     return out
 
 

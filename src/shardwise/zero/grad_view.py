@@ -119,6 +119,10 @@ class ShardGradView(torch.Tensor):
     def __init__(self, param: torch.Tensor, grads: ShardGrads, index: int, stage: int):
         self.grads, self.index, self.stage = grads, index, stage
 
+    def local_tensors(self) -> list[torch.Tensor]:
+        """This rank's pieces of the gradient: views of the units' gradient shards (for accounting)."""
+        return list(self.grads.slices.get(self.index, []))
+
     def __repr__(self) -> str:
         return f"ShardGradView(parameter {self.index}, shape {tuple(self.shape)}, zero{self.stage})"
 
