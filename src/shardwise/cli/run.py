@@ -28,18 +28,18 @@ def add_parser(subparsers) -> None:
 def main(args) -> int:
     if not os.path.isfile(args.script):
         fail(f"no such script: {args.script}")
-    store, port = procs.rendezvous_store(args.nproc)
+    rendezvous = procs.rendezvous_store(args.nproc)
     children = []
     try:
         for rank in range(args.nproc):
-            env = {**os.environ, **procs.rank_environment(rank, args.nproc, port)}
+            env = {**os.environ, **procs.rank_environment(rank, args.nproc, rendezvous.port)}
             children.append(subprocess.Popen([sys.executable, args.script, *args.script_args], env=env))
         return _wait(children)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
     finally:
         procs.stop_all(children)
-        del store
+        rendezvous.close()
 
 
 def _wait(children) -> int:

@@ -15,6 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as _dist_nn_functional  # before any group exists: [Note: group lifetime]
 
+from ..errors import ConfigError
+from . import network
+
 DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "SHARDWISE_TIMEOUT_S"
 
@@ -58,23 +61,79 @@ def collective_timeout_s() -> float:
     return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
 
 
+DISTRIBUTED_VARIABLES = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def distributed_environment(environ=os.environ) -> tuple[int, int, str, int] | None:
+    """(world size, rank, master address, master port) from the launcher variables, or None when
+    none is set (a plain process: world of 1). Partly set or inconsistent variables raise
+    ConfigError: N copies of a script that each fell back to rank 0 would all write rank 0's files."""
+    present = [name for name in DISTRIBUTED_VARIABLES if environ.get(name, "") != ""]
+    if not present:
+        return None
+    missing = [name for name in DISTRIBUTED_VARIABLES if name not in present]
+    if missing:
+        raise ConfigError(f"{', '.join(present)} set but {', '.join(missing)} not: a distributed job needs all of "
+                          f"{', '.join(DISTRIBUTED_VARIABLES)} (start it with shardwise run or torchrun), or none of them")
+    values = {}
+    for name, least in (("WORLD_SIZE", 1), ("RANK", 0), ("MASTER_PORT", 1)):
+        try:
+            values[name] = int(environ[name])
+        except ValueError:
+            raise ConfigError(f"{name}={environ[name]!r} is not a whole number") from None
+        if values[name] < least:
+            raise ConfigError(f"{name}={values[name]} must be at least {least}")
+    if values["RANK"] >= values["WORLD_SIZE"]:
+        raise ConfigError(f"RANK={values['RANK']} is not below WORLD_SIZE={values['WORLD_SIZE']}")
+    if values["MASTER_PORT"] > 65535:
+        raise ConfigError(f"MASTER_PORT={values['MASTER_PORT']} is not a TCP port (1-65535)")
+    return values["WORLD_SIZE"], values["RANK"], environ["MASTER_ADDR"], values["MASTER_PORT"]
+
+
 def init(backend: str | None = None) -> None:
     """Initialise the default process group from the environment; a no-op if already done.
 
     The group is destroyed at interpreter exit, while the interpreter is whole, if the script
-    has not destroyed it itself; see [Note: group lifetime].
+    has not destroyed it itself; see [Note: group lifetime]. What the job listens on: see
+    [Note: listening sockets].
     """
     _destroy_at_exit()
     if dist.is_initialized():  # by the script itself: still destroyed at exit if it does not
         return
+    job = distributed_environment()
     backend = backend or os.environ.get("SHARDWISE_BACKEND") or default_backend()
     timeout = datetime.timedelta(seconds=collective_timeout_s())
-    if "WORLD_SIZE" not in os.environ or "MASTER_PORT" not in os.environ:
+    if job is None:
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         return
+    world, rank, master_addr, master_port = job
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend, init_method="env://", timeout=timeout)
+    if "GLOO_SOCKET_IFNAME" not in os.environ:
+        interface = network.interface_for(master_addr)
+        if interface:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # the launcher hosts the store
+        dist.init_process_group(backend, init_method="env://", timeout=timeout)
+        return
+    store = _job_store(world, rank, master_addr, master_port, timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+
+
+_hosted: list = []  # rank 0's store server lives as long as the process
+
+
+def _job_store(world: int, rank: int, master_addr: str, master_port: int, timeout):
+    """Rank 0 hosts the store on MASTER_ADDR's address only; the others connect to it."""
+    if rank == 0:
+        address = network.local_address_for(master_addr)
+        if address is None:
+            raise ConfigError(f"MASTER_ADDR={master_addr} is not an address of this machine, but rank 0 hosts the "
+                              "rendezvous there: set MASTER_ADDR to rank 0's host")
+        rendezvous = network.Rendezvous(world, host=address, port=master_port, timeout=timeout)
+        _hosted.append(rendezvous)
+        return rendezvous.store
+    return dist.TCPStore(master_addr, master_port, world, is_master=False, timeout=timeout)
 
 
 _exit_hook_registered = False

@@ -46,12 +46,12 @@ def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout
         raise ValueError(f"nproc must be at least 1, got {nproc}")
     ctx = mp.get_context("spawn")
     results_queue = ctx.Queue()
-    store, port = procs.rendezvous_store(nproc)
+    rendezvous = procs.rendezvous_store(nproc)
     threads = max(1, (os.cpu_count() or 1) // nproc)
     workers = []
     try:
         for rank in range(nproc):
-            rank_env = procs.rank_environment(rank, nproc, port)
+            rank_env = procs.rank_environment(rank, nproc, rendezvous.port)
             p = ctx.Process(
                 target=_rank_main,
                 args=(fn, args, rank, rank_env, backend, threads, collective_timeout_s or timeout_s, results_queue),
@@ -63,7 +63,7 @@ def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout
     finally:
         procs.stop_all(workers)
         results_queue.close()
-        del store
+        rendezvous.close()
 
 
 def _collect(workers, results_queue, timeout_s: float) -> list:

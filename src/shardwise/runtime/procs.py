@@ -6,11 +6,10 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import threading
 import time
 
-import torch.distributed as dist
+from . import network
 
 PR_SET_PDEATHSIG = 1
 
@@ -50,35 +49,33 @@ def stop_all(procs, grace_s: float = 2.0) -> None:
             _wait(p, 5.0)
 
 
-def rendezvous_store(world_size: int) -> tuple[dist.TCPStore, int]:
-    """A TCPStore hosted by the launching process on 127.0.0.1 at a free port.
+def rendezvous_store(world_size: int) -> network.Rendezvous:
+    """A TCPStore hosted by the launching process on 127.0.0.1 only, at a free port.
 
     The launcher owns the store, so there is no race for the port between choosing and binding
-    it, and every rank connects as a client (TORCHELASTIC_USE_AGENT_STORE, as torchrun does).
+    it, and every rank connects as a client (TORCHELASTIC_USE_AGENT_STORE, as torchrun does);
+    see [Note: listening sockets].
     """
-    store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False)
-    return store, store.port
+    return network.Rendezvous(world_size)
 
 
 def rank_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
-    """The torchrun-compatible variables one local rank is started with."""
-    return {
+    """The torchrun-compatible variables one local rank is started with (gloo on loopback)."""
+    variables = {
         "RANK": str(rank),
         "LOCAL_RANK": str(rank),
         "WORLD_SIZE": str(world_size),
         "LOCAL_WORLD_SIZE": str(world_size),
         "GROUP_RANK": "0",
-        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_ADDR": network.LOOPBACK,
         "MASTER_PORT": str(port),
         "TORCHELASTIC_USE_AGENT_STORE": "True",
         "TORCHELASTIC_RESTART_COUNT": "0",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    loopback = network.loopback_interface()
+    if loopback and "GLOO_SOCKET_IFNAME" not in os.environ:
+        variables["GLOO_SOCKET_IFNAME"] = loopback
+    return variables
 
 
 def _alive(p) -> bool:
