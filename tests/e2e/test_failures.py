@@ -43,7 +43,7 @@ def test_sigkill_of_a_rank_ends_the_job_and_resume_matches(tmp_path):
     deadline = time.monotonic() + 120
     while _checkpoint_step(run_dir) < 10 and time.monotonic() < deadline:
         time.sleep(0.2)
-    ranks = [pid for pid in _children(job.pid) if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+    ranks = [pid for pid in _children(job.pid) if "shardwise.runtime.launch" in open(f"/proc/{pid}/cmdline").read()]
     assert len(ranks) == 2
     os.kill(ranks[1], signal.SIGKILL)
     killed_at = time.monotonic()

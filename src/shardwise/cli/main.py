@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import ConfigError, WorkerError
+from ..runtime.procs import Interrupted, ending_on_signals
 from . import bench, plan, run, sample, solve, train
 from .parser import USER_ERROR, OneLineParser
 
@@ -24,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return USER_ERROR
     try:
-        return args.run(args)
+        with ending_on_signals():  # every rank is stopped on the way out: [Note: signals]
+            return args.run(args)
+    except Interrupted as exc:
+        print(f"{exc}: every rank stopped", file=sys.stderr)
+        return 128 + exc.signum
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USER_ERROR

@@ -3,6 +3,7 @@
 Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT, so
 `shardwise.init()` (or `torch.distributed.init_process_group("env://")`) works unchanged. If a
 rank exits with an error, the others are stopped and the command exits with that rank's status.
+SIGTERM, SIGHUP and SIGINT stop every rank and its children; see [Note: signals].
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def main(args) -> int:
     try:
         for rank in range(args.nproc):
             env = {**os.environ, **procs.rank_environment(rank, args.nproc, rendezvous.port)}
-            children.append(subprocess.Popen([sys.executable, args.script, *args.script_args], env=env))
+            children.append(subprocess.Popen([sys.executable, args.script, *args.script_args], env=env,
+                                             preexec_fn=procs.child_setup(os.getpid())))
         return _wait(children)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

@@ -11,15 +11,16 @@ Every rank is then stopped, so `launch` never leaves a process behind and never 
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import pickle
 import queue
+import subprocess
+import sys
 import time
 import traceback
 
-from ..errors import WorkerError
-from . import env, procs, progress
+from ..errors import ConfigError, WorkerError
+from . import env, frames, procs, progress, sending
 
 _GRACE_S = 2.0
 _COLLATERAL_TYPES = {"DistBackendError", "DistNetworkError", "DistError", "DistStoreError"}
@@ -35,38 +36,60 @@ class RemoteTraceback(Exception):
 
 def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout_s: float | None = 300,
            collective_timeout_s: float | None = None):
-    """Run `fn(*args)` in `nproc` spawned processes, each with an initialised process group.
+    """Run `fn(*args)` in `nproc` fresh local processes, each with an initialised process group.
 
     Returns the per-rank return values in rank order. If any rank fails or the job outlives
     `timeout_s` (None: no limit), raises WorkerError naming the rank (see [Note: failure
     reporting]). A collective waits at most `collective_timeout_s` for its peers (default:
-    `timeout_s`, or SHARDWISE_TIMEOUT_S).
+    `timeout_s`, or SHARDWISE_TIMEOUT_S). `fn` may be defined in a notebook or in `python -`:
+    see [Note: sending the function]. SIGTERM, SIGHUP and SIGINT end every rank: see
+    [Note: signals].
     """
     if int(nproc) < 1:
-        raise ValueError(f"nproc must be at least 1, got {nproc}")
-    ctx = mp.get_context("spawn")
-    results_queue = ctx.Queue()
+        raise ConfigError(f"nproc must be at least 1, got {nproc}")
+    job = sending.dumps_job(fn, args)
+    with procs.ending_on_signals(die_after=True):
+        return _run(job, int(nproc), backend, timeout_s, collective_timeout_s)
+
+
+def _run(job: bytes, nproc: int, backend, timeout_s, collective_timeout_s) -> list:
+    inbox = frames.Inbox()
     rendezvous = procs.rendezvous_store(nproc)
     threads = max(1, (os.cpu_count() or 1) // nproc)
     workers = []
     try:
         for rank in range(nproc):
-            rank_env = procs.rank_environment(rank, nproc, rendezvous.port)
-            p = ctx.Process(
-                target=_rank_main,
-                args=(fn, args, rank, rank_env, backend, threads, collective_timeout_s or timeout_s, results_queue),
-                name=f"shardwise-rank-{rank}",
-            )
-            p.start()
-            workers.append(p)
-        return _collect(workers, results_queue, timeout_s)
+            spec = {
+                "job": job, "rank": rank, "env": procs.rank_environment(rank, nproc, rendezvous.port),
+                "backend": backend, "threads": threads, "collective_timeout_s": collective_timeout_s or timeout_s,
+                "sys_path": list(sys.path),
+            }
+            workers.append(_start_rank(spec, inbox))
+        return _collect(workers, inbox, timeout_s)
     finally:
         procs.stop_all(workers)
-        results_queue.close()
         rendezvous.close()
 
 
-def _collect(workers, results_queue, timeout_s: float) -> list:
+def _start_rank(spec: dict, inbox: frames.Inbox) -> subprocess.Popen:
+    write_fd = inbox.open_pipe(spec["rank"])
+    try:
+        p = subprocess.Popen([sys.executable, "-c", _BOOT, str(write_fd)], stdin=subprocess.PIPE, pass_fds=(write_fd,),
+                             preexec_fn=procs.child_setup(os.getpid()))
+    finally:
+        os.close(write_fd)
+    try:
+        p.stdin.write(pickle.dumps(spec))
+        p.stdin.close()
+    except BrokenPipeError:  # it died at once; _collect reports how
+        pass
+    return p
+
+
+_BOOT = "from shardwise.runtime.launch import _boot; _boot()"
+
+
+def _collect(workers, inbox: frames.Inbox, timeout_s: float) -> list:
     nproc = len(workers)
     results: dict[int, object] = {}
     steps: dict[int, int] = {}
@@ -82,19 +105,17 @@ def _collect(workers, results_queue, timeout_s: float) -> list:
             running = [r for r in range(nproc) if r not in results]
             raise WorkerError(f"timed out after {timeout_s:g}s; ranks still running: {running}")
         try:
-            rank, kind, payload = results_queue.get(timeout=0.05)
+            rank, kind, payload = inbox.messages.get(timeout=0.05)
         except queue.Empty:
             for rank, p in enumerate(workers):
-                if rank in results or p.is_alive() or any(f[1] == rank for f in failures):
+                if rank in results or p.poll() is None or any(f[1] == rank for f in failures):
                     continue
-                # A rank may have exited right after queueing its message: drain before blaming.
-                time.sleep(0.2)
-                if not results_queue.empty():
-                    break
+                if not inbox.hung_up(rank) or not inbox.messages.empty():
+                    break  # its last words are still being read
                 if rank in expendable:  # an asynchronous worker may die; the job goes on
                     results[rank] = None
                     continue
-                failures.append((time.monotonic(), rank, "died", _exit_description(p.exitcode), "", None))
+                failures.append((time.monotonic(), rank, "died", _exit_description(p.returncode), "", None))
                 first_failure_at = first_failure_at or time.monotonic()
             continue
         if kind == "step":
@@ -148,23 +169,34 @@ def _unpickle_or_none(blob):
         return None
 
 
-def _rank_main(fn, args, rank, rank_env, backend, threads, collective_timeout_s, results_queue) -> None:
-    """Entry point of one spawned rank."""
+def _boot() -> None:
+    """Entry point of one rank process (its parent-death signal is already armed)."""
+    procs.die_with_parent()
+    outbox = frames.Outbox(int(sys.argv[1]))
+    spec = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    sys.path[:] = spec["sys_path"]
+    sys.argv[:] = ["shardwise-rank"]
+    _rank_main(spec, outbox)
+
+
+def _rank_main(spec: dict, outbox: frames.Outbox) -> None:
     import torch
 
-    procs.die_with_parent()
-    os.environ.update(rank_env)
-    if collective_timeout_s is not None:
-        os.environ[env.TIMEOUT_ENV] = str(collective_timeout_s)
-    torch.set_num_threads(threads)
-    progress.attach(results_queue, rank)
+    rank = spec["rank"]
+    os.environ.update(spec["env"])
+    if spec["collective_timeout_s"] is not None:
+        os.environ[env.TIMEOUT_ENV] = str(spec["collective_timeout_s"])
+    torch.set_num_threads(spec["threads"])
+    progress.attach(outbox, rank)
     try:
-        env.init(backend)
+        fn, args = sending.loads_job(spec["job"])
+        env.init(spec["backend"])
         result = fn(*args)
         progress.run_finishers()
-        results_queue.put((rank, "ok", pickle.dumps(result)))
+        outbox.put((rank, "ok", pickle.dumps(result)))
     except progress.ServerFinished:
-        results_queue.put((rank, "ok", pickle.dumps(None)))
+        outbox.put((rank, "ok", pickle.dumps(None)))
     except BaseException as exc:  # report everything, KeyboardInterrupt included
         try:
             original = pickle.dumps(exc)
@@ -172,8 +204,7 @@ def _rank_main(fn, args, rank, rank_env, backend, threads, collective_timeout_s,
             original = None
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         payload = (type(exc).__name__, message, traceback.format_exc(), original)
-        results_queue.put((rank, "error", payload))
+        outbox.put((rank, "error", payload))
     finally:
-        results_queue.close()
-        results_queue.join_thread()
+        outbox.close()
         env.shutdown()
