@@ -4,7 +4,9 @@
 A checkpoint is a folder holding a file `LATEST` and one subfolder per save. `LATEST` names the
 complete subfolder; it is replaced atomically (write, fsync, rename) only after every rank's
 shard and the metadata are on disk, so a crash at any moment leaves the previous checkpoint
-loadable, and older subfolders are removed only after that. A subfolder holds one
+loadable. After the rename the checkpoint folder and its parent are fsynced, so that the new
+`LATEST` survives a power loss too; only then are older saves removed, and only this process's
+own (the last `keep` of them stay): saves another run left in the same folder are never touched. A subfolder holds one
 `rankNNNNN.pt` per saving rank (see checkpoint/shards.py) and `meta.json`: format and version,
 strategy, world size, parameter names and shapes, optimizer group options, the caller's
 `extra` (step, sampler position, ...) and the SHA-256 of every shard file. Loading checks the
@@ -33,9 +35,17 @@ FORMAT = "shardwise-checkpoint"
 VERSION = 2
 
 
-def save_checkpoint(path, model, optimizer, extra=None) -> None:
-    """Every rank writes its shard; then `path/LATEST` points at the new save (atomic)."""
+_own_saves: dict[str, list[str]] = {}  # checkpoint folder -> this process's saves there, oldest first
+
+
+def save_checkpoint(path, model, optimizer, extra=None, keep: int | None = 2) -> None:
+    """Every rank writes its shard; then `path/LATEST` points at the new save (atomic).
+
+    Of the saves this process made under `path`, the newest `keep` stay (None: all); nothing
+    else under `path` is deleted. See [Note: checkpoint format]."""
     path = os.fspath(path)
+    if keep is not None and (not isinstance(keep, int) or keep < 1):
+        raise ConfigError(f"keep must be a whole number of at least 1 (or None: keep all), got {keep!r}")
     rank, world = env.rank(), env.world_size()
     token = comm.all_gather_object(uuid.uuid4().hex[:12])[0]  # one name for the whole job
     folder = f"ckpt-{token}"
@@ -62,14 +72,15 @@ def save_checkpoint(path, model, optimizer, extra=None) -> None:
         }
         try:
             _write_file(os.path.join(target, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            _fsync_folder(target)
             _write_file(os.path.join(path, "LATEST.tmp"), lambda f: f.write(folder.encode()))
             os.replace(os.path.join(path, "LATEST.tmp"), os.path.join(path, "LATEST"))
+            _fsync_folder(path)
+            _fsync_folder(os.path.dirname(os.path.abspath(path)))
         except OSError as exc:
             errors.append(f"rank 0: {exc.strerror or exc}")
         else:
-            for old in os.listdir(path):
-                if old.startswith("ckpt-") and old != folder:
-                    shutil.rmtree(os.path.join(path, old), ignore_errors=True)
+            _forget_old_saves(path, folder, keep)
     errors = [e for e in comm.all_gather_object(errors)[0] if e]
     if errors:
         if rank == 0:
@@ -149,6 +160,22 @@ def read_shards(path: str, folder: str, meta: dict) -> list[dict]:
         except Exception as exc:  # unpickling refuses anything but tensors and plain data
             raise ConfigError(f"checkpoint {path} is corrupt: {name} cannot be read ({str(exc).splitlines()[0]})") from None
     return shards
+
+
+def _forget_old_saves(path: str, newest: str, keep: int | None) -> None:
+    own = _own_saves.setdefault(os.path.abspath(path), [])
+    own.append(newest)
+    while keep is not None and len(own) > keep:
+        shutil.rmtree(os.path.join(path, own.pop(0)), ignore_errors=True)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a folder's entries (a new file, a rename) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_file(file: str, write) -> str:

@@ -48,6 +48,8 @@ class TrainConfig:
     """Validation batches per estimate, split over ranks."""
     save_every: int = 100
     """Steps between checkpoints (and one at the end); 0: only at the end."""
+    keep_checkpoints: int = 2
+    """How many of this run's newest checkpoints to keep (older ones of this run are deleted)."""
     resume: str | None = None
     """Run folder or checkpoint folder to continue from (any strategy and world size)."""
     out_dir: str = "runs"
@@ -66,6 +68,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.save_every < 0:
             raise ConfigError(f"--save-every must be at least 0, got {self.save_every}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
         for name in ("nproc", "steps", "global_batch", "eval_every", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

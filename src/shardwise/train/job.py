@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 from ..data import BatchSampler, load_corpus
 from ..errors import ConfigError, WorkerError
@@ -11,6 +10,8 @@ from ..runtime.launch import launch
 from .config import TrainConfig
 from .loop import train_rank
 from .report import build_report, plot_losses, write_report
+from .run_folder import choose_run_folder
+from ..paths import check_writable
 
 
 def run_training(config: TrainConfig) -> tuple[dict, str]:
@@ -18,15 +19,10 @@ def run_training(config: TrainConfig) -> tuple[dict, str]:
     config.validate()
     corpus = load_corpus()  # built once here, so ranks find it cached
     BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.trainers, config.seed)
-    if config.run_dir is None and config.resume:
-        config.run_dir = os.path.dirname(os.path.abspath(config.resume)) if os.path.isfile(
-            os.path.join(config.resume, "LATEST")) else config.resume
     if config.resume and not os.path.exists(config.resume):
         raise ConfigError(f"no checkpoint at {config.resume}")
-    if config.run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        config.run_dir = os.path.join(config.out_dir, f"{stamp}-{config.strategy}-n{config.nproc}")
-    os.makedirs(config.run_dir, exist_ok=True)
+    check_writable(config.report, "--report")
+    config.run_dir = choose_run_folder(config.run_dir, config.out_dir, config.strategy, config.nproc, config.resume)
     try:
         per_rank = launch(train_rank, config.nproc, args=(config,), timeout_s=None, collective_timeout_s=config.timeout_s)
     except WorkerError as error:

@@ -99,7 +99,8 @@ def train_rank(config: TrainConfig) -> dict:
         # Asynchronous workers may die, so they take part in no collective such as a save.
         if config.run_dir and not asynchronous and (
                 step + 1 == config.steps or config.save_every and (step + 1) % config.save_every == 0):
-            save_checkpoint(checkpoint_dir(config.run_dir), model, optimizer, extra={**extra, "step": step + 1})
+            save_checkpoint(checkpoint_dir(config.run_dir), model, optimizer, extra={**extra, "step": step + 1},
+                            keep=config.keep_checkpoints)
         if bar is not None:
             bar.update(1)
             postfix = {"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens_per_step / step_times[-1]:,.0f}",

@@ -37,8 +37,18 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
         "global_batch": config.global_batch,
         "tokens_per_step": tokens_per_step,
         "config": config.to_dict(),
+        "resumed_from": config.resume,
+        **({"workers": config.trainers, "servers": config.servers} if config.strategy == "ps" else {}),
         **({"parameter_server": per_rank[0]["server_stats"]} if per_rank[0].get("server_stats") else {}),
     }
+
+
+def ranks_label(report: dict) -> str:
+    """'2 ranks', or under a parameter server '2 workers + 1 server'."""
+    if "servers" in report:
+        servers = report["servers"]
+        return f"{report['workers']} workers + {servers} server{'s' if servers != 1 else ''}"
+    return f"{report['world_size']} ranks"
 
 
 def write_report(report: dict, path: str) -> None:
@@ -58,7 +68,8 @@ def plot_losses(report: dict, path: str) -> None:
     window = max(1, len(losses) // 50)
     smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1]) for i in range(len(losses))]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    steps = range(1, len(losses) + 1)
+    start = report.get("start_step", 0)  # a resumed run's losses sit at their true steps
+    steps = range(start + 1, start + len(losses) + 1)
     ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
     ax.plot(steps, smooth, color="tab:blue", label=f"train (mean of {window})")
     if report["val_losses"]:
@@ -66,7 +77,7 @@ def plot_losses(report: dict, path: str) -> None:
                 "o-", color="tab:orange", label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/char)")
-    ax.set_title(f"{report['strategy']} on {report['world_size']} ranks, {report['tokens_per_s']:,.0f} tokens/s")
+    ax.set_title(f"{report['strategy']} on {ranks_label(report)}, {report['tokens_per_s']:,.0f} tokens/s")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
