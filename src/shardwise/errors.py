@@ -15,3 +15,7 @@ class ConfigError(ShardwiseError, ValueError):
 
 class WorkerError(ShardwiseError, RuntimeError):
     """A rank raised, died or timed out; the message names the rank and the cause."""
+
+
+class TrainingDiverged(ShardwiseError, RuntimeError):
+    """The loss stopped being finite; the message names the step and the likely cause."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import ConfigError, WorkerError
+from ..errors import ConfigError, TrainingDiverged, WorkerError
 from ..runtime.procs import Interrupted, ending_on_signals
 from . import bench, plan, run, sample, solve, train
 from .parser import USER_ERROR, OneLineParser
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(original, ConfigError):
             print(f"error: {original}", file=sys.stderr)
             return USER_ERROR
+        if isinstance(original, TrainingDiverged):
+            print(f"error: {original}", file=sys.stderr)
+            return 1
         print(f"error: {exc}", file=sys.stderr)
         hint = getattr(exc, "resume_hint", None)
         if hint:

@@ -37,6 +37,10 @@ def add_parser(subparsers) -> None:
                    help="make worker 0 this many times slower (a straggler)")
     p.add_argument("--grad-clip", type=non_negative_real, default=DEFAULTS.grad_clip,
                    help="clip the global gradient norm to this (0: off)")
+    p.add_argument("--on-nonfinite", choices=("stop", "skip"), default=DEFAULTS.on_nonfinite,
+                   help="a step with an inf/NaN loss: stop the run, naming the step, or skip its update and go on")
+    p.add_argument("--max-skipped-steps", type=positive_int, default=DEFAULTS.max_skipped_steps,
+                   help="stop after this many skipped steps in a row (inf/NaN loss, or fp16 overflow)")
     p.add_argument("--eval-every", type=positive_int, default=DEFAULTS.eval_every,
                    help="steps between validation-loss estimates (and one at the end)")
     p.add_argument("--block-size", type=positive_int, default=DEFAULTS.model.block_size, help="GPT context, characters")
@@ -66,7 +70,9 @@ def main(args) -> int:
     config = TrainConfig(
         strategy=args.strategy, nproc=args.nproc, steps=args.steps, seed=args.seed, global_batch=args.global_batch,
         lr=args.lr, precision=args.precision, offload=args.offload, grad_clip=args.grad_clip, eval_every=args.eval_every,
-        save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, servers=args.servers, mode=args.mode, staleness=args.staleness,
+        save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
+        on_nonfinite=args.on_nonfinite, max_skipped_steps=args.max_skipped_steps, servers=args.servers,
+        mode=args.mode, staleness=args.staleness,
         slow_worker=args.slow_worker, resume=args.resume, out_dir=args.out, run_dir=args.run_dir,
         report=args.report, progress=not args.no_progress, timeout_s=args.timeout,
         model=GPTConfig(block_size=args.block_size, n_layer=args.layers, n_embd=args.embd, n_head=args.heads),
@@ -75,9 +81,14 @@ def main(args) -> int:
     final_val = report["val_losses"][-1]["loss"] if report["val_losses"] else float("nan")
     print(json.dumps({
         "run_dir": run_dir, "strategy": report["strategy"], "world_size": report["world_size"],
-        "steps": report["steps"], "first_loss": round(report["losses"][0], 4), "final_loss": round(report["losses"][-1], 4),
-        "val_loss": round(final_val, 4), "step_time_s": round(report["step_time_s"], 4),
+        "steps": report["steps"], "first_loss": _rounded(report["losses"][0]), "final_loss": _rounded(report["losses"][-1]),
+        "val_loss": _rounded(final_val), "step_time_s": round(report["step_time_s"], 4),
         "tokens_per_s": round(report["tokens_per_s"]), "comm_bytes_per_step": report["comm_bytes_per_step"],
     }))
     print(f"sample from it: shardwise sample {run_dir}")
     return 0
+
+
+def _rounded(value):
+    """Four decimals; a skipped step's loss (None) stays None."""
+    return None if value is None or value != value else round(value, 4)

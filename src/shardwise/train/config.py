@@ -48,6 +48,11 @@ class TrainConfig:
     """Validation batches per estimate, split over ranks."""
     save_every: int = 100
     """Steps between checkpoints (and one at the end); 0: only at the end."""
+    on_nonfinite: str = "stop"
+    """A step whose loss is inf or NaN: 'stop' the run with one line naming the step, or 'skip'
+    the step (no update) and go on; fp16's loss scaler skips such steps in either case."""
+    max_skipped_steps: int = 20
+    """Skipped steps in a row (inf/NaN loss, or fp16 gradient overflow) after which the run stops."""
     keep_checkpoints: int = 2
     """How many of this run's newest checkpoints to keep (older ones of this run are deleted)."""
     resume: str | None = None
@@ -68,6 +73,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.save_every < 0:
             raise ConfigError(f"--save-every must be at least 0, got {self.save_every}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"--on-nonfinite must be stop or skip, got '{self.on_nonfinite}'")
+        if self.max_skipped_steps < 1:
+            raise ConfigError(f"--max-skipped-steps must be at least 1, got {self.max_skipped_steps}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
         for name in ("nproc", "steps", "global_batch", "eval_every", "eval_batches"):

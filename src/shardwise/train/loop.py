@@ -12,7 +12,7 @@ import torch
 
 from .. import comm
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from ..data import BatchSampler, load_corpus, random_eval_batches
 from ..models import GPT, lm_loss
 from ..runtime import env, progress
@@ -68,6 +68,7 @@ def train_rank(config: TrainConfig) -> dict:
     loop_started = time.perf_counter()
     extra = {"model_config": config.model.__dict__, "base_lrs": base_lrs, "seed": config.seed,
              "global_batch": config.global_batch}
+    skipped, skipped_in_a_row = [], 0
     step = start_step - 1  # an async worker may find the shared budget spent before its first step
     for step in _steps(config, optimizer, start_step, world, asynchronous):
         progress.report_step(step)
@@ -88,7 +89,22 @@ def train_rank(config: TrainConfig) -> dict:
             clip_gradients(model, optimizer, config.grad_clip)
         if rank == 0 and config.slow_worker > 1:  # a straggler: its compute takes slow_worker times longer
             time.sleep((config.slow_worker - 1) * (time.perf_counter() - slow_started))
-        optimizer.step()
+        # Every rank decides on the same number: the global batch's mean loss (one scalar all-reduce).
+        mean_loss = loss.detach().float().reshape(1)
+        if not asynchronous:
+            comm.all_reduce(mean_loss)
+            mean_loss /= world
+        mean_loss = mean_loss.item()
+        if math.isfinite(mean_loss) or config.precision == "fp16":  # fp16: the loss scaler decides
+            optimizer.step()
+            skipped_in_a_row = optimizer.skipped_steps_in_a_row() if hasattr(optimizer, "skipped_steps_in_a_row") else 0
+        else:
+            skipped_in_a_row += 1
+            if config.on_nonfinite == "stop":
+                raise TrainingDiverged(diverged_message(mean_loss, step + 1, config))
+            skipped.append(step + 1)
+        if skipped_in_a_row >= config.max_skipped_steps:
+            raise TrainingDiverged(diverged_message(mean_loss, step + 1, config, in_a_row=skipped_in_a_row))
         optimizer.zero_grad()
         step_times.append(time.perf_counter() - started)
         step_bytes.append(comm.comm_stats()["total"])
@@ -103,7 +119,7 @@ def train_rank(config: TrainConfig) -> dict:
                             keep=config.keep_checkpoints)
         if bar is not None:
             bar.update(1)
-            postfix = {"loss": f"{losses[-1]:.3f}", "tok/s": f"{tokens_per_step / step_times[-1]:,.0f}",
+            postfix = {"loss": f"{mean_loss:.3f}", "tok/s": f"{tokens_per_step / step_times[-1]:,.0f}",
                        "MB/step": f"{step_bytes[-1] / 1e6:.2f}"}
             if evals:
                 postfix["val"] = f"{evals[-1][1]:.3f}"
@@ -127,6 +143,7 @@ def train_rank(config: TrainConfig) -> dict:
         "model_state_bytes": state_bytes,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "evals": evals,
+        "skipped_steps": skipped,
     }
 
 
@@ -138,6 +155,19 @@ def _steps(config: TrainConfig, optimizer, start_step: int, world: int, asynchro
     while (optimizer.updates_applied() < config.steps * world) if asynchronous else step < config.steps:
         yield step
         step += 1
+
+
+def diverged_message(loss: float, step: int, config: TrainConfig, in_a_row: int = 0) -> str:
+    """One line: what happened at which step, the likely cause, what to try."""
+    if in_a_row and config.precision == "fp16":
+        what = f"fp16 gradients overflowed in {in_a_row} steps in a row (to step {step}) although the loss scale kept halving"
+        cause = "the model's values exceed fp16's range: use --precision bf16 or fp32, or lower --lr"
+    else:
+        what = (f"the loss was inf or NaN in {in_a_row} steps in a row (to step {step})" if in_a_row
+                else f"the loss is {loss} at step {step}")
+        cause = (f"the usual causes are a learning rate too high (--lr {config.lr:g}) or bad data; lower --lr or set "
+                 "--grad-clip" + ("" if config.on_nonfinite == "skip" else ", or pass --on-nonfinite skip to skip such steps"))
+    return f"training stopped: {what}; {cause}"
 
 
 def clip_gradients(model, optimizer, max_norm: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 
@@ -15,6 +16,7 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
     world = len(per_rank)
     steps = min(len(r["local_losses"]) for r in per_rank)
     losses = [sum(r["local_losses"][s] for r in per_rank) / world for s in range(steps)]
+    losses = [loss if math.isfinite(loss) else None for loss in losses]  # JSON has no NaN: a skipped step
     # A step is as slow as its slowest rank.
     step_times = [max(r["step_times"][s] for r in per_rank) for s in range(steps)]
     measured = step_times[1:] or step_times  # the first step pays for warm-up
@@ -38,6 +40,7 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
         "tokens_per_step": tokens_per_step,
         "config": config.to_dict(),
         "resumed_from": config.resume,
+        "skipped_steps": per_rank[0].get("skipped_steps", []),
         **({"workers": config.trainers, "servers": config.servers} if config.strategy == "ps" else {}),
         **({"parameter_server": per_rank[0]["server_stats"]} if per_rank[0].get("server_stats") else {}),
     }
@@ -64,7 +67,7 @@ def plot_losses(report: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    losses = report["losses"]
+    losses = [float("nan") if loss is None else loss for loss in report["losses"]]
     window = max(1, len(losses) // 50)
     smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1]) for i in range(len(losses))]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)

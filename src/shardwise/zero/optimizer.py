@@ -54,6 +54,11 @@ class ShardedOptimizerMixin:
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._shardwise_engine.zero_grad()
 
+    def skipped_steps_in_a_row(self) -> int:
+        """fp16: steps the loss scaler skipped (inf/NaN gradients) since the last good one; else 0."""
+        scaler = self._shardwise_engine.scaler
+        return 0 if scaler is None else scaler.skipped_in_a_row
+
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
         """Clip by the global gradient norm over every rank's shards; returns the norm before clipping."""
         return self._shardwise_engine.clip_grad_norm_(max_norm, norm_type)

@@ -24,13 +24,17 @@ class DynamicLossScaler:
     """Good steps since the last change."""
     skipped_steps: int = 0
     """Steps skipped so far for inf/NaN gradients."""
+    skipped_in_a_row: int = 0
+    """Steps skipped since the last good one (a run that never recovers shows here)."""
 
     def update(self, found_inf: bool) -> None:
         if found_inf:
             self.scale *= self.backoff_factor
             self.good_steps = 0
             self.skipped_steps += 1
+            self.skipped_in_a_row += 1
             return
+        self.skipped_in_a_row = 0
         self.good_steps += 1
         if self.good_steps >= self.growth_interval:
             self.scale *= self.growth_factor
