@@ -8,7 +8,8 @@ import time
 
 from ..bench.config import CONFIG_NAMES, RSS_MODES, BenchConfig, parse_configs
 from ..errors import ConfigError
-from .parser import non_negative_int, positive_int
+from ..paths import check_folder_writable, check_writable
+from .parser import non_negative_int, positive_int, positive_real
 
 DEFAULTS = BenchConfig()
 
@@ -36,18 +37,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=positive_int, default=DEFAULTS.steps, help="timed steps per configuration")
     p.add_argument("--warmup", type=non_negative_int, default=DEFAULTS.warmup, help="untimed steps per configuration first")
     p.add_argument("--batch", type=positive_int, default=None, help="per rank: MLP rows (64) or GPT sequences (16)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--seed", type=non_negative_int, default=DEFAULTS.seed, help="seed of the model and the data")
     p.add_argument("--rss", default=DEFAULTS.rss, choices=RSS_MODES,
                    help="peak RSS: 'separate' launch per configuration, or the 'shared' process's only")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-<time>)")
     p.add_argument("--json", default=None, metavar="PATH", help="JSON report path (default OUT/bench.json)")
-    p.add_argument("--timeout", type=float, default=DEFAULTS.timeout_s, help="seconds one launch may take")
+    p.add_argument("--timeout", type=positive_real, default=DEFAULTS.timeout_s, help="seconds one launch may take")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=main)
 
 
 def main(args) -> int:
     started = time.perf_counter()
+    check_writable(args.json, "--json")
+    check_folder_writable(args.out, "--out")
     config = BenchConfig(
         model=args.model, width=args.width, depth=args.depth, configs=args.configs, nproc=args.nproc,
         steps=args.steps, warmup=args.warmup, batch=args.batch, seed=args.seed, rss=args.rss, out_dir=args.out,

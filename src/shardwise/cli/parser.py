@@ -32,8 +32,8 @@ def fail(message: str):
     raise SystemExit(USER_ERROR)
 
 
-def whole_number(least: int):
-    """An argparse type: a whole number of at least `least`."""
+def whole_number(least: int, most: int | None = None):
+    """An argparse type: a whole number of at least `least` (and at most `most`)."""
 
     def parse(text: str) -> int:
         try:
@@ -42,6 +42,8 @@ def whole_number(least: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, got {value}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at most {most}, got {value}")
         return value
 
     return parse

@@ -7,7 +7,7 @@ import json
 from ..errors import ConfigError
 from ..plan import from_hf_config, from_shape, plan_rows
 from ..plan.model_spec import ModelSpec
-from .parser import positive_int
+from .parser import positive_int, positive_real, real_number
 
 GB = 1e9
 
@@ -17,23 +17,26 @@ def add_parser(subparsers) -> None:
                               description="Memory per device (model states; activations with and without "
                                           "checkpointing), which strategies fit, and predicted step time.")
     model = p.add_argument_group("model (one of: --params, --config, or the shape flags)")
-    model.add_argument("--params", type=float, help="trainable parameters, e.g. 7.5e9")
+    model.add_argument("--params", type=positive_real, help="trainable parameters, e.g. 7.5e9")
     model.add_argument("--config", help="a Hugging Face style config.json")
-    model.add_argument("--layers", type=positive_int)
-    model.add_argument("--hidden", type=positive_int)
-    model.add_argument("--heads", type=positive_int)
-    model.add_argument("--vocab", type=positive_int, default=50257)
+    model.add_argument("--layers", type=positive_int, help="transformer blocks")
+    model.add_argument("--hidden", type=positive_int, help="hidden size (model width)")
+    model.add_argument("--heads", type=positive_int, help="attention heads")
+    model.add_argument("--vocab", type=positive_int, default=50257, help="vocabulary size")
     model.add_argument("--seq-len", type=positive_int, help="sequence length (default: the config's)")
     p.add_argument("--world-size", default="8", help="devices; a comma-separated list for several")
-    p.add_argument("--precision", default="mixed", choices=["fp32", "mixed"])
-    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "sgd-momentum"])
+    p.add_argument("--precision", default="mixed", choices=["fp32", "mixed"],
+                   help="mixed: 16-bit parameters and gradients with fp32 masters (ZeRO paper's 16 bytes/param)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "sgd-momentum"],
+                   help="decides the optimizer state per parameter")
     p.add_argument("--offload", action="store_true", help="optimizer state and fp32 masters on the CPU")
     p.add_argument("--micro-batch", type=positive_int, default=1,
                    help="sequences per device per step (of --seq-len tokens, default 2048 without a shape)")
-    p.add_argument("--device-memory", type=float, default=80.0, help="GB per device")
-    p.add_argument("--device-tflops", type=float, default=312.0, help="peak TFLOP/s per device")
-    p.add_argument("--mfu", type=float, default=0.5, help="fraction of peak the kernels reach")
-    p.add_argument("--bandwidth", type=float, default=25.0, help="GB/s each device sends to the others")
+    p.add_argument("--device-memory", type=positive_real, default=80.0, help="GB per device")
+    p.add_argument("--device-tflops", type=positive_real, default=312.0, help="peak TFLOP/s per device")
+    p.add_argument("--mfu", type=real_number(above=0, most=1), default=0.5,
+                   help="fraction of peak the kernels reach (0 < mfu <= 1)")
+    p.add_argument("--bandwidth", type=positive_real, default=25.0, help="GB/s each device sends to the others")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.set_defaults(run=main)
 

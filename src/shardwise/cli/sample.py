@@ -9,23 +9,25 @@ import torch
 from ..checkpoint.io import read_full_state
 from ..data import load_corpus
 from ..models import GPT, GPTConfig
-from .parser import fail, positive_int
+from .parser import fail, non_negative_int, positive_int, real_number
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("sample", help="generate text with a trained run's model")
-    p.add_argument("run_dir", help="a run folder written by `shardwise train`")
-    p.add_argument("--prompt", default="def ", help="text to continue")
+    p.add_argument("run_dir", help="a run folder written by `shardwise train` (or its checkpoint/)")
+    p.add_argument("--prompt", default="def ", help="text to continue (at least one character)")
     p.add_argument("--tokens", type=positive_int, default=400, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=real_number(above=0, most=100), default=0.8,
+                   help="softmax temperature: lower is more predictable")
+    p.add_argument("--top-k", type=positive_int, default=None,
+                   help="sample among the k likeliest characters only (default: all)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampling")
     p.set_defaults(run=main)
 
 
 def main(args) -> int:
-    if not args.temperature > 0:
-        fail(f"--temperature must be positive, got {args.temperature}")
+    if args.prompt == "":
+        fail("--prompt is empty: give at least one character to continue")
     checkpoint = os.path.join(args.run_dir, "checkpoint")
     if not os.path.isdir(checkpoint):
         checkpoint = args.run_dir  # a checkpoint folder given directly

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 
 from ..convex.data import BUNDLED, SYNTHETIC, DataSpec
@@ -13,7 +12,8 @@ from ..convex.report import format_table, plot_suboptimality, summary_row
 from ..convex.run import SOLVERS, SolveJob, ranks_agree, solve_distributed
 from ..convex.trace import CRITERIA, StopRule
 from ..errors import ConfigError
-from .parser import positive_int
+from ..paths import check_writable
+from .parser import non_negative_int, non_negative_real, positive_int, positive_real, whole_number
 
 LINEAR_ONLY = ("cg", "pcg")
 
@@ -29,21 +29,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--solver", default="newton-cg", help=f"one of: {', '.join(SOLVERS)}; a comma-separated list or "
                                                         "'all' compares several")
     p.add_argument("--nproc", type=positive_int, default=2, help="local ranks")
-    p.add_argument("--tol", type=float, default=1e-8, help="stop when f - f* <= tol (or ||grad f|| <= tol, see --criterion)")
-    p.add_argument("--lam", type=float, default=1e-4, help="L2 regularisation λ (ridge: >= 0; logistic: > 0)")
+    p.add_argument("--tol", type=positive_real, default=1e-8, help="stop when f - f* <= tol (or ||grad f|| <= tol, see --criterion)")
+    p.add_argument("--lam", type=non_negative_real, default=1e-4, help="L2 regularisation λ (ridge: >= 0; logistic: > 0)")
     p.add_argument("--criterion", default="suboptimality", choices=CRITERIA[1:], help="what --tol bounds")
     p.add_argument("--max-rounds", type=positive_int, default=20_000, help="give up after this many rounds")
     synthetic = p.add_argument_group("synthetic data (--data synthetic)")
-    synthetic.add_argument("--samples", type=positive_int, default=1000)
-    synthetic.add_argument("--features", type=positive_int, default=20)
-    synthetic.add_argument("--classes", type=positive_int, default=2)
-    synthetic.add_argument("--effective-rank", type=int, default=0, help="0: independent features; R: correlated")
-    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--samples", type=positive_int, default=1000, help="rows")
+    synthetic.add_argument("--features", type=positive_int, default=20, help="columns before the intercept")
+    synthetic.add_argument("--classes", type=positive_int, default=2, help="logistic: label classes")
+    synthetic.add_argument("--effective-rank", type=non_negative_int, default=0,
+                           help="0: independent features; R: features correlated through R directions")
+    synthetic.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=0, help="seed of the synthetic set")
     p.add_argument("--no-standardize", action="store_true", help="use the features as they are")
     p.add_argument("--no-intercept", action="store_true", help="no column of ones")
     p.add_argument("--plot", default=None, help="PNG of f - f* against rounds (default: runs/solve-PROBLEM-DATA.png)")
-    p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--timeout", type=float, default=1800.0, help="seconds the whole solve may take")
+    p.add_argument("--no-plot", action="store_true", help="write no plot")
+    p.add_argument("--timeout", type=positive_real, default=1800.0, help="seconds the whole solve may take")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=main)
 
@@ -61,8 +62,8 @@ def parse_solvers(text: str, problem: str) -> list[str]:
 
 
 def main(args) -> int:
-    if not math.isfinite(args.timeout) or args.timeout <= 0:
-        raise ConfigError(f"--timeout must be positive, got {args.timeout}")
+    if not args.no_plot:
+        check_writable(args.plot, "--plot")
     if args.problem not in PROBLEMS:
         raise ConfigError(f"unknown problem '{args.problem}'; expected one of {', '.join(PROBLEMS)}")
     solvers = parse_solvers(args.solver, args.problem)

@@ -10,6 +10,7 @@ term covers the intercept too, which keeps every problem strongly convex.
 from __future__ import annotations
 
 import csv
+import zipfile
 import os
 from dataclasses import dataclass
 
@@ -120,7 +121,12 @@ def _logistic_labels(x: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
 
 
 def _read_npz(path: str):
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ConfigError(f"{path} is empty")
     try:
+        if not zipfile.is_zipfile(path):
+            raise ConfigError(f"{path} is not an .npz archive (an .npz is a zip of arrays, as numpy.savez writes; "
+                              "an .npy file holds one array without labels)")
         with np.load(path, allow_pickle=False) as archive:
             keys = set(archive.files)
             x_key = next((k for k in ("X", "x", "features", "data") if k in keys), None)
@@ -128,7 +134,7 @@ def _read_npz(path: str):
             if x_key is None or y_key is None:
                 raise ConfigError(f"{path} must hold arrays 'X' and 'y', found: {', '.join(sorted(keys)) or 'none'}")
             x, y = archive[x_key], archive[y_key]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..checks import positive_number
 from ..errors import ConfigError
 
 
@@ -28,8 +29,8 @@ class DDP:
     name = "ddp"
 
     def __post_init__(self):
-        if not self.bucket_mb > 0 or not self.first_bucket_mb > 0:
-            raise ConfigError(f"bucket sizes must be positive, got bucket_mb={self.bucket_mb}, first_bucket_mb={self.first_bucket_mb}")
+        positive_number("bucket_mb", self.bucket_mb)
+        positive_number("first_bucket_mb", self.first_bucket_mb)
         if self.trim_every < 0:
             raise ConfigError(f"trim_every must be 0 (never) or positive, got {self.trim_every}")
 

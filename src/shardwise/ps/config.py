@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..checks import positive_number
 from ..errors import ConfigError
 
 MODES = ("sync", "async", "ssp")
@@ -36,12 +37,15 @@ class ParameterServer:
     name = "ps"
 
     def __post_init__(self):
-        if self.servers < 1:
+        if isinstance(self.servers, int) and self.servers < 1:
             raise ConfigError(f"a parameter server needs at least 1 server rank, got {self.servers}")
         if self.mode not in MODES:
             raise ConfigError(f"parameter-server mode must be one of {', '.join(MODES)}, got '{self.mode}'")
-        if self.staleness < 0:
-            raise ConfigError(f"staleness must be at least 0, got {self.staleness}")
+        if isinstance(self.staleness, bool) or not isinstance(self.staleness, int) or self.staleness < 0:
+            raise ConfigError(f"staleness must be a whole number of at least 0, got {self.staleness!r}")
+        if isinstance(self.servers, bool) or not isinstance(self.servers, int):
+            raise ConfigError(f"servers must be a whole number, got {self.servers!r}")
+        positive_number("dead_after_s", self.dead_after_s)
 
     def __str__(self) -> str:
         return f"ps-{self.mode}-{self.servers}"

@@ -11,6 +11,7 @@ Every rank is then stopped, so `launch` never leaves a process behind and never 
 
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 import queue
@@ -19,6 +20,7 @@ import sys
 import time
 import traceback
 
+from ..checks import optional_positive_number
 from ..errors import ConfigError, WorkerError
 from . import env, frames, procs, progress, sending
 
@@ -45,11 +47,14 @@ def launch(fn, nproc: int, args: tuple = (), backend: str | None = None, timeout
     see [Note: sending the function]. SIGTERM, SIGHUP and SIGINT end every rank: see
     [Note: signals].
     """
-    if int(nproc) < 1:
-        raise ConfigError(f"nproc must be at least 1, got {nproc}")
+    if isinstance(nproc, bool) or not isinstance(nproc, numbers.Integral) or nproc < 1:
+        raise ConfigError(f"nproc must be a whole number of at least 1, got {nproc!r}")
+    nproc = int(nproc)
+    optional_positive_number("timeout_s", timeout_s)
+    optional_positive_number("collective_timeout_s", collective_timeout_s)
     job = sending.dumps_job(fn, args)
     with procs.ending_on_signals(die_after=True):
-        return _run(job, int(nproc), backend, timeout_s, collective_timeout_s)
+        return _run(job, nproc, backend, timeout_s, collective_timeout_s)
 
 
 def _run(job: bytes, nproc: int, backend, timeout_s, collective_timeout_s) -> list:

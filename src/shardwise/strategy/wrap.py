@@ -21,6 +21,8 @@ def wrap(model: nn.Module, optimizer, strategy="ddp", group=None, *, find_unused
     `find_unused_parameters` and `broadcast_buffers` mean what they mean to PyTorch DDP; given
     here, they override the strategy object's fields of the same names (None: keep them).
     """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"wrap needs a torch.nn.Module, got {type(model).__name__}")
     strategy = _with_switches(resolve_strategy(strategy), find_unused_parameters=find_unused_parameters,
                               broadcast_buffers=broadcast_buffers)
     env.init()

@@ -10,18 +10,19 @@ from ..runtime.launch import launch
 from .config import TrainConfig
 from .loop import train_rank
 from .report import build_report, plot_losses, write_report
-from .run_folder import choose_run_folder
+from .run_folder import check_run_folder, choose_run_folder
 from ..paths import check_writable
 
 
 def run_training(config: TrainConfig) -> tuple[dict, str]:
     """Validate, train on `config.nproc` ranks, write report, plot and checkpoint; return (report, run_dir)."""
     config.validate()
-    corpus = load_corpus()  # built once here, so ranks find it cached
-    BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.trainers, config.seed)
     if config.resume and not os.path.exists(config.resume):
         raise ConfigError(f"no checkpoint at {config.resume}")
     check_writable(config.report, "--report")
+    check_run_folder(config.run_dir, config.out_dir, config.resume)  # before anything is written
+    corpus = load_corpus()  # built once here, so ranks find it cached
+    BatchSampler(corpus.train, config.model.block_size, config.global_batch, 0, config.trainers, config.seed)
     config.run_dir = choose_run_folder(config.run_dir, config.out_dir, config.strategy, config.nproc, config.resume)
     try:
         per_rank = launch(train_rank, config.nproc, args=(config,), timeout_s=None, collective_timeout_s=config.timeout_s)

@@ -13,6 +13,7 @@ import os
 import time
 
 from ..errors import ConfigError
+from ..paths import check_folder_writable
 
 KEPT_FILES = ("report.json", "loss.png")
 
@@ -25,16 +26,27 @@ def resumed_run_folder(resume: str) -> str:
     return resume
 
 
-def choose_run_folder(run_dir: str | None, out_dir: str, strategy: str, nproc: int, resume: str | None) -> str:
-    """Create (or, when resuming it, reopen) the run folder; raise ConfigError rather than overwrite."""
+def check_run_folder(run_dir: str | None, out_dir: str, resume: str | None) -> bool:
+    """Raise ConfigError if the run could not write its folder or would overwrite another run's;
+    changes nothing on disk. Returns whether the run continues `run_dir` (the --resume folder)."""
     if run_dir is None:
-        return _new_folder(out_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}-n{nproc}")
+        check_folder_writable(out_dir, "--out")
+        return False
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ConfigError(f"--run-dir {run_dir} is a file, not a folder")
     continuing = resume is not None and os.path.realpath(resumed_run_folder(resume)) == os.path.realpath(run_dir)
     if os.path.isdir(run_dir) and os.listdir(run_dir) and not continuing:
         raise ConfigError(f"run folder {run_dir} already holds a run: continue it with --resume {run_dir}, "
                           "or choose another --run-dir")
+    check_folder_writable(run_dir, "--run-dir")
+    return continuing
+
+
+def choose_run_folder(run_dir: str | None, out_dir: str, strategy: str, nproc: int, resume: str | None) -> str:
+    """Create (or, when resuming it, reopen) the run folder; raise ConfigError rather than overwrite."""
+    continuing = check_run_folder(run_dir, out_dir, resume)
+    if run_dir is None:
+        return _new_folder(out_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}-n{nproc}")
     try:
         os.makedirs(run_dir, exist_ok=True)
     except OSError as exc:

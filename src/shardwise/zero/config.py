@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..checks import positive_number
 from ..errors import ConfigError
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -56,8 +57,7 @@ class ZeRO:
             raise ConfigError(f"ZeRO stage must be 1, 2 or 3, got {self.stage}")
         if self.offload not in ("none", "cpu"):
             raise ConfigError(f"offload must be 'none' or 'cpu', got '{self.offload}'")
-        if not self.bucket_mb > 0:
-            raise ConfigError(f"bucket_mb must be positive, got {self.bucket_mb}")
+        positive_number("bucket_mb", self.bucket_mb)
         if self.prefetch < 0 or self.max_inflight < 1:
             raise ConfigError("prefetch must be >= 0 and max_inflight >= 1")
         as_dtype(self.param_dtype)
