@@ -29,6 +29,8 @@ CASES = [
     ("train report into a folder", ["train", "--report", "oldrun"], "--report"),
     ("train out is a file", ["train", "--out", "notes.txt"], "notes.txt"),
     ("train on-nonfinite", ["train", "--on-nonfinite", "ignore"], "--on-nonfinite"),
+    ("train save-every under async ps", ["train", "--strategy", "ps", "--nproc", "3", "--mode", "async",
+                                         "--save-every", "10"], "--save-every"),
     ("sample empty prompt", ["sample", "oldrun", "--prompt", ""], "--prompt"),
     ("sample top-k zero", ["sample", "oldrun", "--top-k", "0"], "--top-k"),
     ("sample temperature zero", ["sample", "oldrun", "--temperature", "0"], "--temperature"),

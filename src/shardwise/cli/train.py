@@ -49,7 +49,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--heads", type=positive_int, default=DEFAULTS.model.n_head,
                    help="GPT attention heads (must divide --embd)")
     p.add_argument("--save-every", type=non_negative_int, default=DEFAULTS.save_every,
-                   help="steps between checkpoints (0: at the end only)")
+                   help="steps between checkpoints (0: at the end only; default 100, none in ps async/ssp mode)")
     p.add_argument("--keep-checkpoints", type=positive_int, default=DEFAULTS.keep_checkpoints,
                    help="newest checkpoints of this run to keep; older ones of this run are deleted")
     p.add_argument("--resume", default=None, metavar="RUN",

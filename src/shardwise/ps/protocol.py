@@ -7,6 +7,8 @@ follows a header belongs to it. A server receives headers from any worker.
 PUSH: the header, the gradient of the server's key range, then a pickled object (the optimizer's
 group options, which parameters got a gradient, clip requests). PARAMS: the header, the range's
 values, then, if the header's last field is k > 0, the k norms of the step's clip requests.
+DROPPED: the answer to a worker the servers dropped (silent past `dead_after_s`): it stops with
+an error that says so instead of waiting for parameters that will not come.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from .. import comm
 
-JOIN, PUSH, DONE, PARAMS, STATS, SAVE, LOAD = 1, 2, 3, 4, 5, 6, 7
+JOIN, PUSH, DONE, PARAMS, STATS, SAVE, LOAD, DROPPED = 1, 2, 3, 4, 5, 6, 7, 8
 HEADER = 6  # kind, worker, step, version, payload elements, extra (PARAMS: clip norms that follow)
 
 

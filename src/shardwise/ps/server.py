@@ -106,7 +106,8 @@ class Server:
                 self._check_heartbeats()
                 continue
             if isinstance(fields, BaseException):
-                raise fields
+                receiver = self._after_receiver_error(fields, inbox)
+                continue
             self._handle(worker, fields, payload)
         if receiver.is_alive():
             progress.keep_group_at_exit()  # the receiver still waits on a dropped worker's socket
@@ -132,14 +133,33 @@ class Server:
                 elif fields[0] in (protocol.SAVE, protocol.LOAD):
                     payload = protocol.recv_object(worker)
                 inbox.put((worker, fields, payload))
-        except BaseException as exc:  # a dead worker's connection: the main loop decides
-            if self.config.mode == "sync":
-                inbox.put((None, exc, None))
+        except BaseException as exc:  # the main loop decides: a dropped worker's connection, or an error
+            inbox.put((None, exc, None))
+
+    def _after_receiver_error(self, error: BaseException, inbox: queue.Queue) -> threading.Thread:
+        """async/ssp: a worker that died may break the receiver's wait; once the heartbeats have
+        dropped it, receive again from the others. Anything else (and any error in sync mode,
+        where every worker matters) ends the server with that error instead of leaving it deaf."""
+        if self.config.mode == "sync" or self.heartbeats is None:
+            raise error
+        live_before = set(self.live)
+        deadline = time.monotonic() + 2 * self.config.dead_after_s + 1
+        while time.monotonic() < deadline and self.live == live_before:
+            self._check_heartbeats()
+            time.sleep(0.05)
+        if self.live == live_before:
+            raise RuntimeError(f"parameter server: receiving from workers failed and no worker "
+                               f"was found dead: {type(error).__name__}: {error}") from error
+        receiver = threading.Thread(target=self._receive, args=(inbox,), name="shardwise-ps-receiver", daemon=True)
+        receiver.start()
+        return receiver
 
     def _handle(self, worker: int, fields: list[int], payload) -> None:
         kind = fields[0]
-        if worker not in self.live:
-            return  # a dropped worker's last words
+        if worker not in self.live:  # a dropped worker, alive after all: tell it, so it does not wait
+            if kind in (protocol.JOIN, protocol.PUSH, protocol.DONE):
+                protocol.send_header(worker, protocol.DROPPED, 0, 0, self.version)
+            return
         if kind == protocol.JOIN:
             if self.config.mode != "sync" and worker not in self.joined:  # (a repeat JOIN keeps it)
                 # Server 0 picks the clock; the worker brings it to the other servers, so that

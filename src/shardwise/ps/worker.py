@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import comm
+from ..errors import ShardwiseError
 from ..strategy.module import SyncControl
 from ..strategy.optim_rebuild import group_options, rebuild_optimizer
 from ..strategy.buffers import BufferSync
@@ -117,6 +118,10 @@ class WorkerClientMixin:
         return min(self._shardwise_client.versions)
 
 
+class WorkerDropped(ShardwiseError):
+    """An async/ssp worker the servers stopped waiting for (it was silent past dead_after_s)."""
+
+
 class Client:
     def __init__(self, model: WorkerModule, ranges: list[tuple[int, int]], worker_rank: int, worker_index: int,
                  sync: bool = False):
@@ -187,6 +192,10 @@ class Client:
         for server in range(len(self.ranges)) if servers is None else servers:
             lo, hi = self.ranges[server]
             _, fields = protocol.recv_header(server)
+            if fields[0] == protocol.DROPPED:
+                raise WorkerDropped(f"worker rank {self.worker_rank} was dropped by the parameter servers: no heartbeat "
+                                    f"reached them for {self.model.config.dead_after_s:g} s; the job went on without it "
+                                    "(raise ParameterServer(dead_after_s=...) if workers may pause that long)")
             comm.recv(self.model.flat_params[lo:hi], server)
             if fields[5]:  # the norms of this step's clip requests (every server sends the same)
                 norms = torch.empty(fields[5], dtype=torch.float64)
@@ -222,7 +231,7 @@ class Client:
             self.finished = True
             for server in range(len(self.ranges)):
                 protocol.send_header(server, protocol.DONE, self.worker_rank)
-                protocol.recv_header(server)
+                protocol.recv_header(server)  # STATS, or DROPPED: either way this worker is finished
             if self.worker_index == 0:
                 self.stats = heartbeat.read_stats(len(self.ranges))
         return self.stats

@@ -46,8 +46,9 @@ class TrainConfig:
     """Steps between validation-loss estimates (and at the end)."""
     eval_batches: int = 8
     """Validation batches per estimate, split over ranks."""
-    save_every: int = 100
-    """Steps between checkpoints (and one at the end); 0: only at the end."""
+    save_every: int | None = None
+    """Steps between checkpoints (and one at the end); 0: only at the end; None: 100, or no
+    checkpoint under an async/ssp parameter server (its workers share no step to save at)."""
     on_nonfinite: str = "stop"
     """A step whose loss is inf or NaN: 'stop' the run with one line naming the step, or 'skip'
     the step (no update) and go on; fp16's loss scaler skips such steps in either case."""
@@ -71,8 +72,11 @@ class TrainConfig:
     """The GPT's shape."""
 
     def validate(self) -> None:
-        if self.save_every < 0:
+        if self.save_every is not None and self.save_every < 0:
             raise ConfigError(f"--save-every must be at least 0, got {self.save_every}")
+        if self.save_every is not None and self.strategy == "ps" and self.mode != "sync":
+            raise ConfigError(f"--save-every does not apply to --mode {self.mode}: asynchronous workers share no step "
+                              "to checkpoint at; use --mode sync to save checkpoints")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"--on-nonfinite must be stop or skip, got '{self.on_nonfinite}'")
         if self.max_skipped_steps < 1:
@@ -117,6 +121,11 @@ class TrainConfig:
         if self.precision == "fp16":
             raise ConfigError(f"--precision fp16 needs loss scaling: use a ZeRO strategy (zero1, zero2, zero3), not '{self.strategy}'")
         return strategy
+
+    @property
+    def save_interval(self) -> int:
+        """Steps between checkpoints (0: at the end only)."""
+        return 100 if self.save_every is None else self.save_every
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -114,7 +114,7 @@ def train_rank(config: TrainConfig) -> dict:
             evals.append((step + 1, evaluate(model, corpus, config, alone=asynchronous)))
         # Asynchronous workers may die, so they take part in no collective such as a save.
         if config.run_dir and not asynchronous and (
-                step + 1 == config.steps or config.save_every and (step + 1) % config.save_every == 0):
+                step + 1 == config.steps or config.save_interval and (step + 1) % config.save_interval == 0):
             save_checkpoint(checkpoint_dir(config.run_dir), model, optimizer, extra={**extra, "step": step + 1},
                             keep=config.keep_checkpoints)
         if bar is not None:
