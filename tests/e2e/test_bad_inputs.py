@@ -23,7 +23,7 @@ CASES = [
     ("train unknown strategy", ["train", "--strategy", "zero4"], "zero4"),
     ("train slow-worker below one", ["train", "--slow-worker", "0.5"], "--slow-worker"),
     ("train heads do not divide", ["train", "--heads", "3", "--embd", "32"], "n_head"),
-    ("train batch over 3 ranks", ["train", "--nproc", "3"], "3 ranks"),
+    ("train batch over 3 ranks", ["train", "--nproc", "3"], "over 3 training ranks"),
     ("train resume missing", ["train", "--resume", "no-such-run"], "no-such-run"),
     ("train run-dir holds a run", ["train", "--run-dir", "oldrun"], "--resume oldrun"),
     ("train report into a folder", ["train", "--report", "oldrun"], "--report"),

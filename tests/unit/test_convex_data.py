@@ -72,12 +72,12 @@ def test_bad_sources_and_lambdas(tmp_path):
 
 
 def test_reference_optimum_is_tight_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv("SHARDWISE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SHARDWISE_CACHE", str(tmp_path))
     monkeypatch.setattr(reference_module, "_MEMORY", {})
     data, kind = load_dataset(DataSpec("breast_cancer"), "logistic")
     reference = reference_optimum(data, kind, 1e-4)
     assert reference.grad_norm < 1e-10 and reference.bound < 1e-15
-    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert len(list((tmp_path / "reference").glob("*.json"))) == 1
     assert reference_optimum(data, kind, 1e-4) == reference
     ridge, _ = load_dataset(DataSpec("diabetes"), "ridge")
     x, y = ridge.features, ridge.labels

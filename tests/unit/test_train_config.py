@@ -16,7 +16,7 @@ def test_lr_schedule_warms_up_then_decays_to_a_tenth():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"nproc": 3}, "global batch 32 does not split evenly over 3 ranks"),
+    ({"nproc": 3}, "global batch 32 does not split evenly over 3 training ranks"),
     ({"steps": 0}, "--steps must be at least 1"),
     ({"lr": -1.0}, "--lr must be positive"),
 ])

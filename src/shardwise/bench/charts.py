@@ -42,6 +42,14 @@ def plot_step_times(report: dict, path: str) -> None:
     ax.set_title(f"{report['model']['description']}\n{report['world_size']} ranks; ratio to {report['baseline']} "
                  "above each bar", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:red", alpha=0.8, label="PyTorch (torch_*)"),
+                       Patch(color="tab:blue", alpha=0.8, label="shardwise"),
+                       Line2D([], [], color="black", marker="_", linestyle="-", label="Q1-Q3 (IQR)")],
+              fontsize=8, ncols=3, loc="upper center")
+    ax.set_ylim(0, max(e["q3_ms"] for e in entries) * 1.3)  # room for the ratios and the legend
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -7,8 +7,8 @@ import os
 
 MB = 1e6
 RSS_EXPLAINED = {
-    "separate": "peak RSS: a fresh launch per configuration, max over ranks, (+ what the model, wrapping and "
-                "training added to the RSS before the model was built)",
+    "separate": "peak RSS: a fresh launch per configuration, max over ranks; (+N): the MB that the model, "
+                "wrapping and training added to the process's RSS as it stood before the model was built",
     "shared": "peak RSS: the one shared process, max over ranks, so the max over all configurations "
               "(not per configuration; see model states for that)",
 }

@@ -79,7 +79,14 @@ def main(args) -> int:
           f"{args.device_tflops:g} TFLOP/s x {args.mfu:g} MFU, {args.bandwidth:g} GB/s links"
           + (", optimizer offloaded to CPU" if args.offload else ""))
     print(format_table(rows, model.has_shape))
+    print(COLUMNS_EXPLAINED)
     return 0
+
+
+COLUMNS_EXPLAINED = (
+    "states: params + grads + optimizer state; acts: activations (ckpt: with activation checkpointing); "
+    "step s: communication overlapped with compute; step s serial: the same step if communication waited for "
+    "compute (no overlap); the truth lies between them")
 
 
 def format_table(rows: list[dict], with_shape: bool) -> str:

@@ -81,6 +81,7 @@ def main(args) -> int:
     final_val = report["val_losses"][-1]["loss"] if report["val_losses"] else float("nan")
     print(json.dumps({
         "run_dir": run_dir, "strategy": report["strategy"], "world_size": report["world_size"],
+        **({"workers": report["workers"], "servers": report["servers"]} if "servers" in report else {}),
         "steps": report["steps"], "first_loss": _rounded(report["losses"][0]), "final_loss": _rounded(report["losses"][-1]),
         "val_loss": _rounded(final_val), "step_time_s": round(report["step_time_s"], 4),
         "tokens_per_s": round(report["tokens_per_s"]), "comm_bytes_per_step": report["comm_bytes_per_step"],

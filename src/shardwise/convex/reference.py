@@ -7,7 +7,7 @@ to ‖∇f‖ ≤ 1e-11, polished by up to three plain Newton steps (which need 
 limit of trust-exact's progress test in float64), then checked: with λ-strong convexity f − f* ≤ ‖∇f‖²/(2λ), so the reported f*
 is within that bound of the true optimum (far below the 1e-8 the benchmarks resolve).
 The cache key hashes the problem kind, λ and the prepared data bytes; entries live in memory
-and as small JSON files under $SHARDWISE_CACHE_DIR (default ~/.cache/shardwise/reference).
+and as small JSON files under $SHARDWISE_CACHE/reference (default ~/.cache/shardwise/reference).
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def cache_key(data: Dataset, kind: str, lam: float) -> str:
 
 
 def cache_dir() -> str:
-    return os.environ.get("SHARDWISE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "shardwise", "reference")
+    """$SHARDWISE_CACHE/reference: the one cache variable, shared with the corpus."""
+    from ..data.corpus import default_cache_dir
+
+    return os.path.join(default_cache_dir(), "reference")
 
 
 def reference_optimum(data: Dataset, kind: str, lam: float, use_cache: bool = True) -> Reference:

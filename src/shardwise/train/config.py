@@ -87,7 +87,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.trainers >= 1 and self.global_batch % self.trainers:
-            raise ConfigError(f"global batch {self.global_batch} does not split evenly over {self.trainers} ranks")
+            raise ConfigError(f"global batch {self.global_batch} does not split evenly over {self.trainers} training "
+                              f"ranks: give --global-batch a multiple of {self.trainers} (e.g. "
+                              f"{self.global_batch // self.trainers * self.trainers or self.trainers})")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if self.precision not in ("fp32", "bf16", "fp16"):

@@ -215,11 +215,18 @@ def checkpoint_dir(path: str) -> str:
     return inside if os.path.isdir(inside) or not os.path.exists(os.path.join(path, "LATEST")) else path
 
 
+def ranks_label(config: TrainConfig) -> str:
+    """'x2' (ranks), or under a parameter server '2 workers + 1 server'."""
+    if config.strategy == "ps":
+        return f"{config.trainers} workers + {config.servers} server{'s' if config.servers != 1 else ''}"
+    return f"x{config.nproc}"
+
+
 def _progress_bar(config: TrainConfig, start_step: int):
     import threading
 
     from tqdm.auto import tqdm
 
     tqdm.set_lock(threading.RLock())  # tqdm's default multiprocessing lock leaks a semaphore in a spawned rank
-    return tqdm(total=config.steps, initial=start_step, desc=f"train {config.strategy} x{config.nproc}",
+    return tqdm(total=config.steps, initial=start_step, desc=f"train {config.strategy} {ranks_label(config)}",
                 unit="step", dynamic_ncols=True)
