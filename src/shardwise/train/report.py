@@ -46,6 +46,12 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
     }
 
 
+def loss_steps(report: dict) -> range:
+    """The step of each training loss: a resumed run's start at its checkpoint's step, not at 1."""
+    start = report.get("start_step", 0)
+    return range(start + 1, start + len(report["losses"]) + 1)
+
+
 def ranks_label(report: dict) -> str:
     """'2 ranks', or under a parameter server '2 workers + 1 server'."""
     if "servers" in report:
@@ -71,8 +77,7 @@ def plot_losses(report: dict, path: str) -> None:
     window = max(1, len(losses) // 50)
     smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1]) for i in range(len(losses))]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    start = report.get("start_step", 0)  # a resumed run's losses sit at their true steps
-    steps = range(start + 1, start + len(losses) + 1)
+    steps = loss_steps(report)
     ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
     ax.plot(steps, smooth, color="tab:blue", label=f"train (mean of {window})")
     if report["val_losses"]:
