@@ -25,6 +25,7 @@ from ..errors import ConfigError, WorkerError
 from . import env, frames, procs, progress, sending
 
 _GRACE_S = 2.0
+_PIPE_GRACE_S = 1.0
 _COLLATERAL_TYPES = {"DistBackendError", "DistNetworkError", "DistError", "DistStoreError"}
 _COLLATERAL_TEXT = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
 
@@ -67,7 +68,7 @@ def _run(job: bytes, nproc: int, backend, timeout_s, collective_timeout_s) -> li
             spec = {
                 "job": job, "rank": rank, "env": procs.rank_environment(rank, nproc, rendezvous.port),
                 "backend": backend, "threads": threads, "collective_timeout_s": collective_timeout_s or timeout_s,
-                "sys_path": list(sys.path),
+                "sys_path": list(sys.path), "sys_argv": list(sys.argv),
             }
             workers.append(_start_rank(spec, inbox))
         return _collect(workers, inbox, timeout_s)
@@ -99,6 +100,7 @@ def _collect(workers, inbox: frames.Inbox, timeout_s: float) -> list:
     results: dict[int, object] = {}
     steps: dict[int, int] = {}
     expendable: set[int] = set()
+    exited_at: dict[int, float] = {}
     failures: list[tuple[float, int, str, str, str, object]] = []
     deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
     first_failure_at = None
@@ -115,8 +117,12 @@ def _collect(workers, inbox: frames.Inbox, timeout_s: float) -> list:
             for rank, p in enumerate(workers):
                 if rank in results or p.poll() is None or any(f[1] == rank for f in failures):
                     continue
-                if not inbox.hung_up(rank) or not inbox.messages.empty():
-                    break  # its last words are still being read
+                exited_at.setdefault(rank, time.monotonic())
+                # Its last words may still be in the pipe; a child it forked may hold the pipe
+                # open after it exited, so wait for the end of the pipe a moment only.
+                if not inbox.messages.empty() or (
+                        not inbox.hung_up(rank) and time.monotonic() - exited_at[rank] < _PIPE_GRACE_S):
+                    break
                 if rank in expendable:  # an asynchronous worker may die; the job goes on
                     results[rank] = None
                     continue
@@ -181,7 +187,7 @@ def _boot() -> None:
     spec = pickle.load(sys.stdin.buffer)
     sys.stdin.close()
     sys.path[:] = spec["sys_path"]
-    sys.argv[:] = ["shardwise-rank"]
+    sys.argv[:] = spec["sys_argv"]  # as multiprocessing's spawn does: the function may read them
     _rank_main(spec, outbox)
 
 
