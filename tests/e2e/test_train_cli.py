@@ -40,9 +40,9 @@ def test_short_training_run_writes_report_plot_checkpoint_and_samples(tmp_path):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("args, message", [
     (["train", "--strategy", "bogus"], "unknown strategy 'bogus'"),
-    (["train", "--nproc", "3"], "global batch 32 does not split evenly over 3 ranks"),
+    (["train", "--nproc", "3"], "global batch 32 does not split evenly over 3 training ranks"),
     (["train", "--steps", "-4"], "--steps: expected a whole number of at least 1"),
-    (["train", "--global-batch", "1", "--nproc", "2"], "global batch 1 does not split evenly over 2 ranks"),
+    (["train", "--global-batch", "1", "--nproc", "2"], "global batch 1 does not split evenly over 2 training ranks"),
     (["train", "--block-size", "2000000"], "fewer than the 2 ranks"),
     (["train", "--wat"], "unrecognized arguments: --wat"),
     (["sample", "/no/such/run"], "no checkpoint at /no/such/run"),

@@ -124,7 +124,7 @@ def _read_npz(path: str):
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ConfigError(f"{path} is empty")
     try:
-        if not zipfile.is_zipfile(path):
+        if os.path.isfile(path) and not zipfile.is_zipfile(path):
             raise ConfigError(f"{path} is not an .npz archive (an .npz is a zip of arrays, as numpy.savez writes; "
                               "an .npy file holds one array without labels)")
         with np.load(path, allow_pickle=False) as archive:
