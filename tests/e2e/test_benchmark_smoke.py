@@ -26,6 +26,7 @@ def _run_tiny(script: Path, tmp_path: Path, timeout_s: float) -> tuple[subproces
     return completed, json.loads(report_path.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_ddp_vs_torch_tiny_writes_both_configurations(tmp_path):
     report_path = tmp_path / "bench.json"
@@ -54,6 +55,7 @@ def test_ddp_vs_torch_tiny_writes_both_configurations(tmp_path):
         assert result["shardwise_comm_bytes_per_step"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_zero_vs_torch_tiny_times_every_configuration_and_checks_parity(tmp_path):
     completed, report = _run_tiny(ZERO_VS_TORCH, tmp_path, timeout_s=80)
@@ -84,6 +86,7 @@ def test_zero_vs_torch_tiny_times_every_configuration_and_checks_parity(tmp_path
         assert {check["target"] for check in result["targets"]} >= {"sw_zero3 faster than torch_fsdp2"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_zero_memory_tiny_reports_every_strategy_per_rank(tmp_path):
     completed, report = _run_tiny(ZERO_MEMORY, tmp_path, timeout_s=80)
@@ -103,6 +106,7 @@ def test_zero_memory_tiny_reports_every_strategy_per_rank(tmp_path):
     assert set(report["stage3_check"]) >= {"peak_ratio", "after_wrap_ratio", "limit"}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_stale_gradients_reports_a_loss_per_delay(tmp_path):
     completed = subprocess.run(

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_soak_script_runs_and_reports_growth(tmp_path):
     out = tmp_path / "soak.json"

@@ -70,6 +70,7 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys, args, message):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_benchmark_tiny_prints_the_rounds_table(tmp_path):
     report_path = tmp_path / "bench.json"

@@ -99,16 +99,20 @@ class Server:
         inbox: queue.Queue = queue.Queue()
         receiver = threading.Thread(target=self._receive, args=(inbox,), name="shardwise-ps-receiver", daemon=True)
         receiver.start()
+        checked = time.monotonic()
         while self.live - self.done:
+            if time.monotonic() - checked >= 0.05:  # also while other workers keep the inbox busy
+                self._check_heartbeats()
+                checked = time.monotonic()
             try:
                 worker, fields, payload = inbox.get(timeout=0.05)
             except queue.Empty:
-                self._check_heartbeats()
                 continue
             if isinstance(fields, BaseException):
                 receiver = self._after_receiver_error(fields, inbox)
                 continue
             self._handle(worker, fields, payload)
+        receiver.join(timeout=1.0)  # it ends right after the last DONE it queued; give it the moment
         if receiver.is_alive():
             progress.keep_group_at_exit()  # the receiver still waits on a dropped worker's socket
         elapsed = max(time.monotonic() - started, 1e-9)
