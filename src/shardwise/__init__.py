@@ -1,6 +1,6 @@
 """shardwise: distributed training and distributed optimization on top of PyTorch.
 
-The public names of API.md; see README.md for the tour.
+The public names of docs/api.md; see README.md for the tour.
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -9,7 +9,7 @@ from .memory import CATEGORIES
 from .timing import median, paired_ratios, slowest_rank, summarize
 
 PARAM_ATOL = 1e-5  # same start, same data, same averaging: only summation order differs
-LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6  # API.md's parity tolerances, applied to the final loss
+LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6  # docs/api.md's parity tolerances, applied to the final loss
 
 
 def predict(name: str, psi: int, world_size: int) -> dict | None:

@@ -7,7 +7,7 @@ the comparison. Instead every round runs one step of each variant, back to back 
 B C A, ...: the starting variant rotates so none always runs right after the same neighbour),
 and the comparison is between medians of many rounds. A barrier before each timed step makes
 every rank start it together, so one rank's lag is not charged to the next variant's step.
-Only ratios measured this way within one run are meaningful (STYLE.md, Measuring).
+Only ratios measured this way within one run are meaningful.
 """
 
 from __future__ import annotations

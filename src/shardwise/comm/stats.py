@@ -1,6 +1,6 @@
 """Byte accounting for every collective shardwise issues.
 
-Counted as the wire volume of the ring algorithm on N ranks, per rank (API.md):
+Counted as the wire volume of the ring algorithm on N ranks, per rank (docs/api.md):
 all_reduce of S bytes moves 2(N-1)/N·S; reduce_scatter or all_gather of a full tensor of S bytes
 moves (N-1)/N·S; broadcast, send and recv move S.
 """

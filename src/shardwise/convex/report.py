@@ -9,7 +9,7 @@ from .trace import SolveResult
 
 
 def summary_row(result: SolveResult, f_star: float, world_size: int, comm_bytes: int) -> dict:
-    """The `--json` fields of API.md (solver, world_size, rounds, comm_bytes, objective, suboptimality, converged) and more."""
+    """The `--json` fields of docs/api.md (solver, world_size, rounds, comm_bytes, objective, suboptimality, converged) and more."""
     last = result.records[-1]
     return {
         "solver": result.solver, "world_size": world_size, "rounds": result.rounds, "comm_bytes": int(comm_bytes),

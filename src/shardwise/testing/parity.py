@@ -1,4 +1,4 @@
-"""The parity harness (API.md, Parity): N ranks on equal slices of a global batch must train to
+"""The parity harness (docs/api.md, Parity): N ranks on equal slices of a global batch must train to
 the parameters one process reaches on the whole batch.
 
 `run_reference` trains a case in this process; `train_on_rank` is what each launched rank runs;

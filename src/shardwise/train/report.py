@@ -1,4 +1,4 @@
-"""The run report (API.md fields) and the loss plot, from every rank's measurements."""
+"""The run report (docs/api.md fields) and the loss plot, from every rank's measurements."""
 
 from __future__ import annotations
 
