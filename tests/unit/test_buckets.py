@@ -1,6 +1,7 @@
 import pytest
 
-from shardwise.flat.buckets import offsets, plan_buckets
+from shardwise.flat.buckets import plan_buckets
+from shardwise.flat.ranges import offsets
 
 
 def test_buckets_respect_caps_and_keep_order():

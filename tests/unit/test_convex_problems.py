@@ -7,7 +7,7 @@ from shardwise.comm.stats import ring_bytes
 from shardwise.convex.oracle import Oracle
 from shardwise.convex.precondition import default_sample_size, sample_indices
 from shardwise.convex.problems import make_local_problem
-from shardwise.convex.sharding import row_range
+from shardwise.flat.ranges import even_range
 
 torch.manual_seed(0)
 ROWS, FEATURES, LAM = 37, 5, 0.3
@@ -31,7 +31,7 @@ def _objective(problem, w):
 
 @pytest.mark.parametrize("n, world", [(10, 1), (10, 3), (7, 4), (3, 4), (100_000, 3)])
 def test_row_ranges_tile_the_rows_contiguously_and_evenly(n, world):
-    ranges = [row_range(n, world, r) for r in range(world)]
+    ranges = [even_range(n, r, world) for r in range(world)]
     assert ranges[0][0] == 0 and ranges[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     sizes = [b - a for a, b in ranges]
@@ -92,7 +92,7 @@ def test_sums_over_shards_equal_the_whole():
     full = _problem("multinomial")
     w = torch.randn(full.dim, dtype=torch.float64)
     parts = [make_local_problem("multinomial", full.features[a:b], full.labels[a:b], 3)
-             for a, b in (row_range(ROWS, 3, r) for r in range(3))]
+             for a, b in (even_range(ROWS, r, 3) for r in range(3))]
     total_grad = sum(p.loss_grad_sum(w)[1] for p in parts)
     torch.testing.assert_close(total_grad, full.loss_grad_sum(w)[1], rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(sum(p.hvp_sum(w, w) for p in parts), full.hvp_sum(w, w), rtol=1e-13, atol=1e-13)

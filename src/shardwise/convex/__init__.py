@@ -6,7 +6,7 @@ Layout, one idea per file:
   first_order.py   gd, agd              cg.py        cg, pcg, the PCG inner loop
   newton.py        newton-cg (DiSCO)    lbfgs.py     lbfgs
   precondition.py  Jacobi and subsample-Hessian preconditioners
-  data.py, prepare.py  datasets, validation, standardisation    sharding.py  rows per rank
+  data.py, prepare.py  datasets, validation, standardisation (rows per rank: flat.ranges)
   reference.py     f* from a tight single-process SciPy solve, cached
   run.py, report.py    running solves on ranks; tables and plots
 """

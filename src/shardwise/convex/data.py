@@ -1,7 +1,7 @@
 """Datasets for the solvers: scikit-learn's bundled sets, seeded synthetic ones, or a user's file.
 
 Pure NumPy, no communication. Every rank loads the same source and keeps its own rows
-(`sharding.row_range`); a synthetic set is generated from its seed, so it is the same on every
+(`flat.ranges.even_range`); a synthetic set is generated from its seed, so it is the same on every
 rank without being sent. Features are standardised with full-data statistics (a data
 preparation step, not part of the solve) and an intercept column of ones is appended; the L2
 term covers the intercept too, which keeps every problem strongly convex.

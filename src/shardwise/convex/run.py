@@ -1,6 +1,6 @@
 """Running solves: the solver table, one rank's part of a distributed solve, and the driver over `launch`.
 
-Every rank builds its own `LocalProblem` from its contiguous rows (`sharding.row_range`) and an
+Every rank builds its own `LocalProblem` from its contiguous rows (`flat.ranges.even_range`) and an
 `Oracle` whose reduce is `comm.all_reduce`; the solver then runs identically on every rank (see
 [Note: rounds] in oracle.py). Several solves can share one launch and one data load.
 """
@@ -24,7 +24,7 @@ from .newton import newton_cg
 from .oracle import Oracle, no_reduce
 from .prepare import load_dataset
 from .problems import make_local_problem
-from .sharding import row_range
+from ..flat.ranges import even_range
 from .trace import SolveResult, StopRule
 
 SOLVERS = {
@@ -62,7 +62,7 @@ def run_solver(job: SolveJob, oracle: Oracle, x0: torch.Tensor | None = None) ->
 
 def local_oracle(data: Dataset, kind: str, lam: float, rank: int, world_size: int, reduce=no_reduce) -> Oracle:
     """The oracle of `rank`: its rows of `data`, the global row count, and the reduce to use."""
-    start, stop = row_range(len(data.labels), world_size, rank)
+    start, stop = even_range(len(data.labels), rank, world_size)
     features = torch.from_numpy(data.features[start:stop])
     labels = torch.from_numpy(data.labels[start:stop])
     local = make_local_problem(kind, features, labels, data.n_classes)

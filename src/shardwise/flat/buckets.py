@@ -30,12 +30,3 @@ def plan_buckets(sizes_bytes: list[int], bucket_bytes: int, first_bucket_bytes: 
     if current:
         buckets.append(current)
     return buckets
-
-
-def offsets(numels: list[int]) -> list[int]:
-    """Start offset of each item when the items are laid end to end in one flat buffer."""
-    starts, total = [], 0
-    for n in numels:
-        starts.append(total)
-        total += n
-    return starts

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from .ranges import offsets, parts_in_range
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -45,11 +47,7 @@ class FlatLayout:
 
     @cached_property
     def offsets(self) -> tuple[int, ...]:
-        starts, total = [], 0
-        for n in self.numels:
-            starts.append(total)
-            total += n
-        return tuple(starts)
+        return tuple(offsets(self.numels))
 
     @property
     def total(self) -> int:
@@ -76,10 +74,4 @@ class FlatLayout:
 
     def pieces(self, rank: int) -> list[Piece]:
         """Parts of parameters inside rank's shard, in buffer order (padding excluded)."""
-        lo, hi = self.shard_range(rank)
-        out = []
-        for index, (start, n) in enumerate(zip(self.offsets, self.numels)):
-            a, b = max(start, lo), min(start + n, hi)
-            if a < b:
-                out.append(Piece(index, a - start, b - start, a - lo))
-        return out
+        return [Piece(*part) for part in parts_in_range(self.numels, *self.shard_range(rank))]
