@@ -3,14 +3,13 @@
 The public names of docs/api.md; see README.md for the tour.
 """
 
+from .api import strategy_names, wrap
 from .checkpoint import load_checkpoint, save_checkpoint
 from .comm import comm_stats, reset_comm_stats
 from .ddp import DDP, NaiveDDP
 from .errors import ConfigError, ShardwiseError, WorkerError
 from .runtime import init, launch, rank, world_size
-from .strategy.registry import strategy_names
 from .strategy.state import full_state_dict, gathered, model_state_bytes
-from .strategy.wrap import wrap
 from .ps import ParameterServer
 from .zero import ZeRO
 

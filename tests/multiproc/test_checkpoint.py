@@ -67,7 +67,7 @@ def _save_then_fail(path, how):
     import shardwise.checkpoint.io as io
 
     if sw.rank() == 1:
-        real_write = io._write_file
+        real_write = io.write_file
 
         def failing_write(file, write):
             if how == "crash":
@@ -76,12 +76,12 @@ def _save_then_fail(path, how):
                 os._exit(9)  # the process dies mid-save
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        io._write_file = failing_write
+        io.write_file = failing_write
     try:
         sw.save_checkpoint(path, model, optimizer, extra={"step": 2})
     finally:
         if sw.rank() == 1:
-            io._write_file = real_write
+            io.write_file = real_write
 
 
 def _load_step(path):
@@ -169,7 +169,7 @@ def test_bad_checkpoints_are_refused_with_one_line(tmp_path):
         pickle.dump(Evil(), f)
     meta_path = os.path.join(folder, "meta.json")
     meta = json.load(open(meta_path))
-    from shardwise.checkpoint.io import _sha256
+    from shardwise.strategy.shard_files import sha256 as _sha256
 
     meta["files"]["rank00001.pt"] = _sha256(shard)
     json.dump(meta, open(meta_path, "w"))

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from shardwise.bench.memory import claim_storages, split_model_states
+from shardwise.strategy.module import StrategyModule
 
 
 def test_each_storage_counts_once_in_the_first_category_that_claims_it():
@@ -37,15 +38,13 @@ def test_plain_model_with_adam_after_a_step():
 
 
 def test_wrapper_tensors_nobody_else_reaches_are_other():
-    class Wrapped(nn.Module):
+    class Wrapped(StrategyModule):
         def __init__(self):
-            super().__init__()
-            self.inner = nn.Linear(4, 4)
+            super().__init__(nn.Linear(4, 4))
             self.gather_buffer = torch.empty(100)  # 400 bytes
 
-        def model_state_tensors(self):
-            yield from self.inner.parameters()
-            yield self.gather_buffer
+        def own_tensors(self):
+            return [self.gather_buffer]
 
     model = Wrapped()
     split = split_model_states(model, torch.optim.SGD(model.parameters(), lr=0.1))

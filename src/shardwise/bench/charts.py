@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ..vocab import MB
 from .memory import CATEGORIES
-from .report import MB, heaviest_rank
+from .report import heaviest_rank
 
 COLOURS = {"params": "tab:blue", "grads": "tab:orange", "optimizer": "tab:green", "other": "tab:gray"}
 LABELS = {"params": "parameters", "grads": "gradients", "optimizer": "optimizer state", "other": "other (buffers)"}

@@ -10,8 +10,8 @@ once and in the first of these categories that reaches it:
   gradients   the `.grad` of both (shardwise ZeRO's `.grad` views count by the pieces they stand
               for, views into the flat gradient buffers: stage 1 keeps the whole buffer, stage 2
               and 3 the shard)
-  other       the rest of what the wrapper reports through `model_state_tensors()` (stage 3's
-              gather slots and gradient pools: `engine.buffer_bytes()`)
+  other       the rest of what a shardwise wrapper's state reports (`model.state(optimizer)
+              .tensors()`: stage 3's gather slots and gradient pools, `model.buffer_bytes()`)
 DTensors (FSDP2) count by their local shard. For shardwise the four add up to exactly
 `sw.model_state_bytes`. Not reachable from parameters or optimizer, hence not counted: PyTorch
 DDP's reducer buckets (another 4 bytes per parameter with gradient_as_bucket_view=False) and
@@ -27,6 +27,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
+
+from ..strategy.module import PieceView, strategy_module
 
 CATEGORIES = ("params", "grads", "optimizer", "other")
 _CLAIM_ORDER = ("optimizer", "params", "grads", "other")
@@ -54,7 +56,8 @@ def split_model_states(model: nn.Module, optimizer: torch.optim.Optimizer) -> di
     state = [value for per_param in inner.state.values() for value in per_param.values() if torch.is_tensor(value)]
     params = list(model.parameters()) + [p for group in inner.param_groups for p in group["params"]]
     grads = [p.grad for p in params if p.grad is not None]
-    others = list(model.model_state_tensors()) if hasattr(model, "model_state_tensors") else []
+    wrapped = strategy_module(model)  # a shardwise wrapper reports what only it holds (peers: nothing)
+    others = list(wrapped.state(optimizer).tensors()) if wrapped is not None else []
     return claim_storages({
         "optimizer": _storages(state),
         "params": _storages(params),
@@ -68,7 +71,7 @@ def _storages(tensors: Iterable[torch.Tensor]) -> list[tuple[int, int]]:
     for tensor in tensors:
         if isinstance(tensor, DTensor):
             pieces = [tensor.to_local()]
-        elif hasattr(tensor, "local_tensors"):  # shardwise ZeRO's `.grad` views hold no data of their own
+        elif isinstance(tensor, PieceView):  # shardwise ZeRO's `.grad` views hold no data of their own
             pieces = tensor.local_tensors()
         else:
             pieces = [tensor]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-MB = 1e6
+from ..vocab import MB  # reports use megabytes, 10**6 bytes
+
 RSS_EXPLAINED = {
     "separate": "peak RSS: a fresh launch per configuration, max over ranks; (+N): the MB that the model, "
                 "wrapping and training added to the process's RSS as it stood before the model was built",

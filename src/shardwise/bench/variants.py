@@ -19,8 +19,9 @@ from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
+from ..api import wrap
+from ..strategy.module import strategy_module
 from ..strategy.state import full_state_dict
-from ..strategy.wrap import wrap
 from .cases import ModelCase
 from .config import SHARDWISE_CONFIGS
 
@@ -76,5 +77,5 @@ def max_abs_difference(state: dict, reference: dict) -> float:
 
 def buffer_bytes(model: nn.Module) -> int:
     """shardwise ZeRO's reused gather and gradient buffers (stage 3's slots); 0 for the others."""
-    engine = getattr(model, "engine", None)
-    return engine.buffer_bytes() if engine is not None else 0
+    wrapped = strategy_module(model)
+    return wrapped.buffer_bytes() if wrapped is not None else 0

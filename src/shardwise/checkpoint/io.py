@@ -16,7 +16,6 @@ full tensors from whatever ranks wrote them, and hands each rank of the new job 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,13 +26,11 @@ import torch
 from .. import comm
 from ..errors import ConfigError
 from ..runtime import env
-from ..strategy.state import unwrap
-from .apply import check_same_model, load_full_state, trainable_shapes
-from .shards import assemble, local_shard
-
-FORMAT = "shardwise-checkpoint"
-VERSION = 2
-
+from ..strategy.module import state_of, strategy_module
+from ..strategy.pieces import assemble
+from ..strategy.shard_files import FORMAT, VERSION, read_meta, read_shards, write_file
+from .apply import check_same_model, load_full_state
+from .shards import local_shard
 
 _own_saves: dict[str, list[str]] = {}  # checkpoint folder -> this process's saves there, oldest first
 
@@ -50,30 +47,30 @@ def save_checkpoint(path, model, optimizer, extra=None, keep: int | None = 2) ->
     token = comm.all_gather_object(uuid.uuid4().hex[:12])[0]  # one name for the whole job
     folder = f"ckpt-{token}"
     target = os.path.join(path, folder)
-    shard = local_shard(model, optimizer, rank, world)
+    state = state_of(model, optimizer)
+    shard = local_shard(model, state, rank, world)
     shard["rng"] = torch.get_rng_state()
     error, digest = None, None
     try:
         os.makedirs(target, exist_ok=True)
-        digest = _write_file(os.path.join(target, f"rank{rank:05d}.pt"), lambda f: torch.save(shard, f))
+        digest = write_file(os.path.join(target, f"rank{rank:05d}.pt"), lambda f: torch.save(shard, f))
     except OSError as exc:
         error = f"rank {rank}: {exc.strerror or exc}"
     results = comm.all_gather_object((error, digest))
     errors = [e for e, _ in results if e]
-    client = getattr(optimizer, "_shardwise_client", None)
-    server_files = client.save(os.path.abspath(target)) if client is not None and rank == 0 and not errors else {}
+    server_files = state.save_elsewhere(os.path.abspath(target)) if not errors else {}
     if rank == 0 and not errors:
         meta = {
-            "format": FORMAT, "version": VERSION, "strategy": getattr(model, "strategy_name", "none"),
-            "world_size": world, "shapes": trainable_shapes(model),
+            "format": FORMAT, "version": VERSION, "strategy": strategy_name(model),
+            "world_size": world, "shapes": state.shapes(),
             "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
             "extra": extra or {}, "files": {**{f"rank{r:05d}.pt": d for r, (_, d) in enumerate(results)}, **server_files},
             "torch": torch.__version__,
         }
         try:
-            _write_file(os.path.join(target, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+            write_file(os.path.join(target, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
             _fsync_folder(target)
-            _write_file(os.path.join(path, "LATEST.tmp"), lambda f: f.write(folder.encode()))
+            write_file(os.path.join(path, "LATEST.tmp"), lambda f: f.write(folder.encode()))
             os.replace(os.path.join(path, "LATEST.tmp"), os.path.join(path, "LATEST"))
             _fsync_folder(path)
             _fsync_folder(os.path.dirname(os.path.abspath(path)))
@@ -88,25 +85,26 @@ def save_checkpoint(path, model, optimizer, extra=None, keep: int | None = 2) ->
         raise ConfigError(f"could not save checkpoint {path} ({errors[0]}); the previous checkpoint is untouched")
 
 
+def strategy_name(model) -> str:
+    wrapped = strategy_module(model)
+    return wrapped.strategy_name if wrapped is not None else "none"
+
+
 def load_checkpoint(path, model, optimizer) -> dict:
     """Restore model and optimizer (any strategy, any world size); return the saved `extra`."""
     path = os.fspath(path)
     folder, meta = read_meta(path)
     shards = read_shards(path, folder, meta)
     shapes = {name: tuple(shape) for name, shape in meta["shapes"].items()}
-    check_same_model(model, shapes, path)
+    state = state_of(model, optimizer)
+    check_same_model(state.shapes(), shapes, path)
     params, optim, incomplete = assemble(shards, shapes)
     if incomplete:
         raise ConfigError(f"checkpoint {path} is incomplete: no shard holds all of '{incomplete[0]}'")
     whole = next((s.get("whole", {}) for s in shards if "whole" in s), {})
-    load_full_state(model, optimizer, params, optim, whole, meta["param_groups"])
+    load_full_state(model, optimizer, state, params, optim, whole, meta["param_groups"])
+    state.load_elsewhere(os.path.abspath(path))
     rank = env.rank()
-    client = getattr(optimizer, "_shardwise_client", None)
-    if client is not None:  # the servers take their ranges; then every worker pulls afresh
-        if rank == 0:
-            client.load(os.path.abspath(path))
-        comm.barrier()
-        client.join()
     if meta["world_size"] == env.world_size() and rank < len(shards):
         torch.set_rng_state(shards[rank]["rng"])
     return meta["extra"]
@@ -123,45 +121,6 @@ def read_full_state(path) -> tuple[dict, dict]:
     return {**params, **whole}, meta
 
 
-def read_meta(path: str) -> tuple[str, dict]:
-    """The folder of the latest complete save under `path`, and its metadata."""
-    latest = os.path.join(path, "LATEST")
-    if os.path.isfile(latest):
-        with open(latest) as f:
-            folder = os.path.join(path, f.read().strip())
-    elif os.path.isfile(os.path.join(path, "meta.json")):
-        folder = path
-    else:
-        raise ConfigError(f"no checkpoint at {path}")
-    try:
-        with open(os.path.join(folder, "meta.json")) as f:
-            meta = json.load(f)
-    except OSError:
-        raise ConfigError(f"checkpoint {path} is incomplete: {folder} has no meta.json") from None
-    except ValueError:
-        raise ConfigError(f"checkpoint {path} is corrupt: its meta.json is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a shardwise checkpoint")
-    if meta.get("version") != VERSION:
-        raise ConfigError(f"checkpoint {path} has format version {meta.get('version')}; this shardwise reads version {VERSION}")
-    return folder, meta
-
-
-def read_shards(path: str, folder: str, meta: dict) -> list[dict]:
-    shards = []
-    for name, expected in sorted(meta["files"].items()):
-        file = os.path.join(folder, name)
-        if not os.path.isfile(file):
-            raise ConfigError(f"checkpoint {path} is incomplete: {name} is missing")
-        if _sha256(file) != expected:
-            raise ConfigError(f"checkpoint {path} is corrupt: {name} does not match its checksum")
-        try:
-            shards.append(torch.load(file, weights_only=True, map_location="cpu"))
-        except Exception as exc:  # unpickling refuses anything but tensors and plain data
-            raise ConfigError(f"checkpoint {path} is corrupt: {name} cannot be read ({str(exc).splitlines()[0]})") from None
-    return shards
-
-
 def _forget_old_saves(path: str, newest: str, keep: int | None) -> None:
     own = _own_saves.setdefault(os.path.abspath(path), [])
     own.append(newest)
@@ -176,20 +135,3 @@ def _fsync_folder(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_file(file: str, write) -> str:
-    """Write, flush and fsync; return the file's SHA-256."""
-    with open(file, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    return _sha256(file)
-
-
-def _sha256(file: str) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..flat.buckets import offsets
+from ..flat.ranges import offsets
 
 
 class GradBucket:

@@ -1,4 +1,5 @@
-"""Strategy objects for data parallelism: the tuning knobs, and how they wrap a model."""
+"""Strategy objects for data parallelism: the tuning knobs, and how they wrap a model
+(see [Note: strategy interface])."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from dataclasses import dataclass
 
 from ..checks import positive_number
 from ..errors import ConfigError
+from ..strategy.base import PlanTraits, StrategyDefaults
 
 
 @dataclass(frozen=True)
-class DDP:
+class DDP(StrategyDefaults):
     """Data parallel with bucketed all-reduce overlapped with backward."""
 
     bucket_mb: float = 25
@@ -34,6 +36,12 @@ class DDP:
         if self.trim_every < 0:
             raise ConfigError(f"trim_every must be 0 (never) or positive, got {self.trim_every}")
 
+    def __str__(self) -> str:
+        return self.name
+
+    def planner(self) -> PlanTraits:
+        return PlanTraits()  # everything replicated; gradients meet in an all-reduce
+
     def wrap(self, module, optimizer, group=None):
         from .data_parallel import DataParallel
 
@@ -42,7 +50,7 @@ class DDP:
 
 
 @dataclass(frozen=True)
-class NaiveDDP:
+class NaiveDDP(StrategyDefaults):
     """Data parallel with one blocking all-reduce per parameter: the readable reference."""
 
     find_unused_parameters: bool = False
@@ -53,6 +61,9 @@ class NaiveDDP:
     DDP does; skipped when the model has no buffers."""
 
     name = "ddp-naive"
+
+    def __str__(self) -> str:
+        return self.name
 
     def wrap(self, module, optimizer, group=None):
         from .naive import NaiveDataParallel

@@ -33,18 +33,17 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import comm
-from ..errors import ConfigError
 from ..flat.buckets import plan_buckets
 from ..runtime import heap
-from ..strategy.module import SyncingWrapper
+from ..strategy.backward import EndOfBackward, missing_gradient_error
+from ..strategy.module import StrategyModule
 from ..strategy.prepare import parameter_names, unique_parameters
-from .bucket import GradBucket
 from ..strategy.buffers import BufferSync
+from ..vocab import MIB
+from .bucket import GradBucket
 
-MB = 1024 * 1024
 
-
-class DataParallel(SyncingWrapper):
+class DataParallel(StrategyModule):
     """Wraps a module; gradients are averaged over `group` during backward."""
 
     strategy_name = "ddp"
@@ -56,9 +55,9 @@ class DataParallel(SyncingWrapper):
         self.world_size = dist.get_world_size(group)
         self.find_unused_parameters = find_unused_parameters
         self._names = parameter_names(module)
-        self._buckets = self._build_buckets(int(bucket_mb * MB), int(first_bucket_mb * MB))
+        self._buckets = self._build_buckets(int(bucket_mb * MIB), int(first_bucket_mb * MIB))
         self._buffer_sync = BufferSync(module, group, broadcast_buffers)
-        self._callback_queued = False
+        self._end_of_backward = EndOfBackward(self._finish_backward)
         self._next_to_launch = 0
         self._trim = heap.PeriodicTrim(trim_every)
         for bucket in self._buckets:
@@ -89,11 +88,9 @@ class DataParallel(SyncingWrapper):
     def buckets(self) -> list[GradBucket]:
         return self._buckets
 
-    def model_state_tensors(self):
-        """Parameters and the bucket buffers, which hold the gradients even between steps."""
-        yield from self.module.parameters()
-        for bucket in self._buckets:
-            yield bucket.flat
+    def own_tensors(self):
+        """The bucket buffers, which hold the gradients even between steps."""
+        return [bucket.flat for bucket in self._buckets]
 
     def _make_hook(self, bucket: GradBucket, position: int):
         def hook(param: torch.Tensor) -> None:
@@ -101,9 +98,7 @@ class DataParallel(SyncingWrapper):
             bucket.used.add(position)
             if not self._sync:
                 return
-            if not self._callback_queued:
-                torch.autograd.Variable._execution_engine.queue_callback(self._finish_backward)
-                self._callback_queued = True
+            self._end_of_backward.arm()
             if bucket.mark_ready(position):
                 self._launch_ready_buckets()
 
@@ -122,7 +117,6 @@ class DataParallel(SyncingWrapper):
 
     def _finish_backward(self) -> None:
         """End of backward: wait for every bucket's all-reduce; gradients are now global means."""
-        self._callback_queued = False
         try:
             if self.find_unused_parameters:
                 self._finish_with_unused()
@@ -140,13 +134,7 @@ class DataParallel(SyncingWrapper):
                 bucket.work.wait()
         unready = [p for bucket in self._buckets for p in bucket.missing()]
         if unready:
-            names = ", ".join(repr(self._names[id(p)]) for p in unready[:3])
-            more = f" and {len(unready) - 3} more" if len(unready) > 3 else ""
-            raise ConfigError(
-                f"parameter {names}{more} received no gradient in this backward pass; every trainable "
-                "parameter must take part in the loss (or pass find_unused_parameters=True to sw.wrap, "
-                "or freeze it with requires_grad_(False))"
-            )
+            raise missing_gradient_error([self._names[id(p)] for p in unready])
 
     def _finish_with_unused(self) -> None:
         """Zeros for the gradients autograd did not produce, then keep `.grad` of the parameters

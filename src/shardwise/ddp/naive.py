@@ -17,12 +17,13 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import comm
-from ..strategy.module import SyncingWrapper
+from ..strategy.backward import EndOfBackward
+from ..strategy.module import StrategyModule
 from ..strategy.prepare import unique_parameters
 from ..strategy.buffers import BufferSync
 
 
-class NaiveDataParallel(SyncingWrapper):
+class NaiveDataParallel(StrategyModule):
 
     strategy_name = "ddp-naive"
 
@@ -35,7 +36,7 @@ class NaiveDataParallel(SyncingWrapper):
         self._buffer_sync = BufferSync(module, group, broadcast_buffers)
         self._trainable = [p for p in unique_parameters(module) if p.requires_grad]
         self._used: set[int] = set()  # ids of parameters with a gradient since the last sync
-        self._callback_queued = False
+        self._end_of_backward = EndOfBackward(self._average_all)
         hook = self._note_used if find_unused_parameters else self._average_grad
         for p in self._trainable:
             p.register_post_accumulate_grad_hook(hook)
@@ -53,13 +54,11 @@ class NaiveDataParallel(SyncingWrapper):
 
     def _note_used(self, param: torch.Tensor) -> None:
         self._used.add(id(param))
-        if self._sync and not self._callback_queued:
-            torch.autograd.Variable._execution_engine.queue_callback(self._average_all)
-            self._callback_queued = True
+        if self._sync:
+            self._end_of_backward.arm()
 
     def _average_all(self) -> None:
         """End of backward: every gradient averaged in parameter order, zero where this rank has none."""
-        self._callback_queued = False
         averaged = []
         for p in self._trainable:
             grad = p.grad if p.grad is not None else torch.zeros_like(p)

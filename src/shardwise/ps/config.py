@@ -1,4 +1,4 @@
-"""The parameter-server strategy object."""
+"""The parameter-server strategy object (see [Note: strategy interface])."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from ..checks import positive_number
 from ..errors import ConfigError
+from ..strategy.base import Role, StrategyDefaults
+from ..vocab import check_precision
 
 MODES = ("sync", "async", "ssp")
 
 
 @dataclass(frozen=True)
-class ParameterServer:
+class ParameterServer(StrategyDefaults):
     """Parameters live on `servers` server ranks, split by key range; the other ranks are
     workers that push gradients and pull parameters (Li et al., OSDI 2014)."""
 
@@ -51,9 +53,26 @@ class ParameterServer:
         return f"ps-{self.mode}-{self.servers}"
 
     @property
-    def collective_wrap(self) -> bool:
-        """Whether every rank wraps at once (sync); async and ssp workers may start late."""
+    def wraps_together(self) -> bool:
+        """Every rank wraps at once in sync mode; async and ssp workers may start late."""
         return self.mode == "sync"
+
+    @property
+    def steps_together(self) -> bool:
+        """sync: workers take every step together; async/ssp: each at its own pace."""
+        return self.mode == "sync"
+
+    def training_ranks(self, world_size: int) -> range:
+        """Global ranks servers..world_size-1 are workers."""
+        return range(self.servers, world_size)
+
+    def role(self, rank: int, world_size: int) -> Role:
+        return "server" if rank < self.servers else "worker"
+
+    def with_precision(self, precision: str) -> ParameterServer:
+        if check_precision(precision) != "fp32":
+            raise ConfigError("the parameter server trains in fp32: give --precision fp32")
+        return self
 
     def wrap(self, module, optimizer, group=None):
         from .strategy import wrap_parameter_server

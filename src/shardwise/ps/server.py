@@ -36,11 +36,11 @@ from torch import nn
 
 from .. import comm
 from ..runtime import progress
-from ..strategy.optim_rebuild import group_options, rebuild_optimizer
+from ..flat.ranges import parts_in_range
+from ..strategy.optim_rebuild import optimizer_over_pieces, piece_parameter
 from . import protocol
 from .checkpoint import load_server_shard, save_server_shard
 from .clip import server_clip
-from .keys import pieces
 
 
 class Server:
@@ -55,26 +55,13 @@ class Server:
         self.values = flat[lo:hi].clone()  # 1D fp32: this server's key range
         self.grads = torch.zeros_like(self.values)
         owned: dict[int, list] = collections.defaultdict(list)
-        offsets = [0]
-        for p in params:
-            offsets.append(offsets[-1] + p.numel())
-        for index, a, b in pieces([p.numel() for p in params], lo, hi):
-            start = offsets[index] + a - lo
-            piece = nn.Parameter(self.values[start:start + b - a], requires_grad=True)
-            piece.grad = self.grads[start:start + b - a]
+        for index, a, b, at in parts_in_range([p.numel() for p in params], lo, hi):
+            piece = piece_parameter(self.values[at:at + b - a], self.grads[at:at + b - a])
             self.piece_params.append((piece, index, piece.grad))
             owned[id(params[index])].append(piece)
             name = names[index] if names else str(index)
             self.pieces.append((piece, name, a, b, tuple(params[index].shape)))
-        groups = []
-        for group in optimizer.param_groups:
-            mine = [piece for p in group["params"] for piece in owned.get(id(p), [])]
-            if not mine:
-                placeholder = nn.Parameter(torch.zeros(0))
-                placeholder.grad = torch.zeros(0)
-                mine = [placeholder]
-            groups.append({**group_options(group), "params": mine})
-        self.optimizer = rebuild_optimizer(optimizer, type(optimizer), groups)
+        self.optimizer = optimizer_over_pieces(optimizer, owned)
         self.version = 0
         self.clock = dict.fromkeys(workers, 0)
         self.seen_version = dict.fromkeys(workers, 0)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..flat.ranges import even_ranges
 from ..runtime import env, progress
 from ..strategy.prepare import broadcast_from_rank0, check_same_model, parameter_names, unique_parameters
 from . import heartbeat, join
-from .keys import key_ranges
 from .server import Server
 from .worker import Client, WorkerModule, client_optimizer
 
@@ -28,9 +28,9 @@ def wrap_parameter_server(config, module, optimizer):
         raise ConfigError(f"a parameter server with {config.servers} server rank(s) needs at least "
                           f"{config.servers + 1} processes, got {world}")
     params = [p for p in unique_parameters(module) if p.requires_grad]
-    ranges = key_ranges(sum(p.numel() for p in params), config.servers)
+    ranges = even_ranges(sum(p.numel() for p in params), config.servers)  # each server's key range
     workers = list(range(config.servers, world))
-    together = config.collective_wrap  # sync: every rank is here; async/ssp: workers come when they come
+    together = config.wraps_together  # sync: every rank is here; async/ssp: workers come when they come
     worker_group = server_group = None
     if together:
         worker_group = dist.new_group(workers)  # every rank takes part in creating it
@@ -60,6 +60,7 @@ def wrap_parameter_server(config, module, optimizer):
         progress.mark_expendable()
     wrapped = WorkerModule(module, config, worker_group, buffer_src=config.servers)  # async: no buffer sync
     client = Client(wrapped, ranges, rank, rank - config.servers, sync=together)
+    wrapped.client = client
     client.join()
     progress.on_finish(client.finish)
     return wrapped, client_optimizer(optimizer, client)

@@ -2,8 +2,8 @@
 
 Parameters and gradients live in flat buffers (each parameter and `.grad` a view), so a push is
 one send of each server's key range and a pull one receive into it. Backward communicates
-nothing, so `require_backward_grad_sync = False` and `no_sync()` (SyncControl, see [Note:
-wrapper interface]) have nothing to suspend: they are kept and readable, and decide only, as in
+nothing, so `require_backward_grad_sync = False` and `no_sync()` (see [Note: wrapper
+interface]) have nothing to suspend: they are kept and readable, and decide only, as in
 PyTorch DDP, whether the next forward broadcasts buffers. `optimizer.step()` pushes the
 gradients with every group's options, which parameters got a gradient and any clip request
 (see [Note: ps clipping]), then pulls.
@@ -26,39 +26,31 @@ from torch import nn
 
 from .. import comm
 from ..errors import ShardwiseError
-from ..strategy.module import SyncControl
+from ..flat.ranges import offsets
+from ..strategy.module import StrategyModule, optimizer_tensors
 from ..strategy.optim_rebuild import group_options, rebuild_optimizer
 from ..strategy.buffers import BufferSync
 from ..strategy.prepare import unique_parameters
 from . import clip, heartbeat, protocol
 
 
-class WorkerModule(SyncControl, nn.Module):
+class WorkerModule(StrategyModule):
     strategy_name = "ps"
 
     def __init__(self, module: nn.Module, config, buffer_group=None, buffer_src: int = 0):
-        super().__init__()
-        self.module = module
+        super().__init__(module)
         self.config = config
-        self._sync = True
+        self.client: Client | None = None  # set once the client exists (strategy.py)
         self.buffer_group, self.buffer_src = buffer_group, buffer_src
         self.buffer_sync = BufferSync(module, buffer_group, config.broadcast_buffers and buffer_group is not None, buffer_src)
         self.trainable = [p for p in unique_parameters(module) if p.requires_grad]
         numels = [p.numel() for p in self.trainable]
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in self.trainable]).float()
         self.flat_grads = torch.zeros_like(self.flat_params)
-        start = 0
         self.grad_views = []
-        for p, n in zip(self.trainable, numels):
+        for p, n, start in zip(self.trainable, numels, offsets(numels)):
             p.data = self.flat_params[start:start + n].view(p.shape)
             self.grad_views.append(self.flat_grads[start:start + n].view(p.shape))
-            start += n
-
-    def _get_sync(self) -> bool:
-        return self._sync
-
-    def _set_sync(self, value: bool) -> None:
-        self._sync = value
 
     def forward(self, *args, **kwargs):
         self.buffer_sync.before_forward()  # see [Note: ps buffers]
@@ -80,9 +72,51 @@ class WorkerModule(SyncControl, nn.Module):
                     p.grad = view
         return bytes(has)
 
-    def model_state_tensors(self):
-        yield self.flat_params
-        yield self.flat_grads
+    def state(self, optimizer) -> WorkerState:
+        return WorkerState(self, optimizer)
+
+    def updates_applied(self) -> int:
+        return min(self.client.versions)
+
+    def finish(self):
+        return self.client.finish()
+
+
+class WorkerState:
+    """A worker's view of the training state (its `ShardedState`): it holds a replica, but the
+    parameters and optimizer state to save live on the servers, which write and read their own
+    files (see ps/checkpoint.py); worker 0 asks them to."""
+
+    def __init__(self, model: WorkerModule, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def tensors(self):
+        yield self.model.flat_params
+        yield self.model.flat_grads
+        yield from optimizer_tensors(self.optimizer)
+
+    def shapes(self) -> dict[str, tuple]:
+        return {name: tuple(p.shape) for name, p in self.model.module.named_parameters() if p.requires_grad}
+
+    def pieces(self, rank: int, world_size: int) -> list:
+        return []
+
+    def load(self, params: dict[str, torch.Tensor], optim: dict[str, dict]) -> None:
+        by_name = dict(self.model.module.named_parameters())
+        with torch.no_grad():
+            for name, value in params.items():
+                by_name[name].copy_(value)
+
+    def save_elsewhere(self, folder: str) -> dict[str, str]:
+        return self.model.client.save(folder) if self.model.client.worker_index == 0 else {}
+
+    def load_elsewhere(self, path: str) -> None:
+        """The servers take their ranges; then every worker pulls afresh."""
+        client = self.model.client
+        if client.worker_index == 0:
+            client.load(path)
+        comm.barrier()
+        client.join()
 
 
 class WorkerClientMixin:

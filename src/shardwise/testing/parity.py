@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import comm, launch
+from .. import comm
+from ..runtime import launch
 from ..data.sampler import rank_slice
 from ..runtime import env, progress
 from ..strategy.state import full_state_dict
-from ..strategy.wrap import wrap
+from ..api import wrap
 from .cases import CASES, GLOBAL_BATCH
 
 RTOL, ATOL = 1e-5, 1e-6

@@ -1,29 +1,18 @@
-"""The ZeRO strategy object: which stage, and its tuning knobs."""
+"""The ZeRO strategy object: which stage, and its tuning knobs (see [Note: strategy interface])."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..checks import positive_number
 from ..errors import ConfigError
-
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
-
-
-def as_dtype(value) -> torch.dtype | None:
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    try:
-        return _DTYPES[str(value)]
-    except KeyError:
-        raise ConfigError(f"unknown dtype '{value}'; choose from fp32, bf16, fp16") from None
-
+from ..strategy.base import PlanTraits, StrategyDefaults
+from ..vocab import as_dtype, check_precision
 
 @dataclass(frozen=True)
-class ZeRO:
+class ZeRO(StrategyDefaults):
     """Sharded data parallelism after Rajbhandari et al. (SC20): stage 1 shards optimizer state,
     stage 2 also gradients, stage 3 also parameters."""
 
@@ -69,6 +58,16 @@ class ZeRO:
 
     def __str__(self) -> str:
         return self.name
+
+    casts_itself = True
+    """Parameters are cast to `param_dtype` for compute, with fp32 masters (and fp16 loss scaling)."""
+
+    def with_precision(self, precision: str) -> ZeRO:
+        return replace(self, param_dtype=None if check_precision(precision) == "fp32" else precision)
+
+    def planner(self) -> PlanTraits:
+        return PlanTraits(shards_params=self.stage >= 3, shards_grads=self.stage >= 2, shards_optimizer=True,
+                          reduces_by_all_reduce=False, parameter_gathers=2 if self.stage == 3 else 1)
 
     def wrap(self, module, optimizer, group=None):
         from .module import ZeroModule

@@ -36,9 +36,10 @@ from torch import nn
 from .. import comm
 from ..errors import ConfigError
 from ..flat.buckets import plan_buckets
+from ..strategy.backward import EndOfBackward, missing_gradient_error
 from ..strategy.buffers import BufferSync
 from ..strategy.prepare import parameter_names, unique_parameters
-from .config import ZeRO, as_dtype
+from ..vocab import MIB, as_dtype
 from ..flat.layout import FlatLayout
 from .buffers import BufferPool, GatherSlots
 from .flat_unit import STATE_TAG_BASE, FlatUnit
@@ -46,11 +47,11 @@ from .grad_view import ShardGrads, ShardGradView
 from .scaler import DynamicLossScaler
 from .units import assign_parameters, unit_modules
 
-MB = 1024 * 1024
 
 
 class ZeroEngine:
-    def __init__(self, module: nn.Module, config: ZeRO, group=None):
+    def __init__(self, module: nn.Module, config, group=None):
+        """`config`: the ZeRO strategy object (zero/config.py)."""
         self.module = module
         self.config = config
         self.group = group
@@ -79,7 +80,7 @@ class ZeroEngine:
             for position, p in enumerate(unit.params):
                 p.register_post_accumulate_grad_hook(self._make_grad_hook(unit, position))
         self.sync = True
-        self._callback_queued = False
+        self._end_of_backward = EndOfBackward(self._finish_backward)
         self._inflight: collections.deque[FlatUnit] = collections.deque()
         self._reduced: set[int] = set()
         self.on_unit_grads_done = None  # stage 3: reshard a unit once its gradients are taken
@@ -103,7 +104,7 @@ class ZeroEngine:
         if self.stage < 3:
             backward_order = list(reversed(trainable))
             sizes = [p.numel() * 4 for p in backward_order]
-            plan = [[backward_order[i] for i in indices] for indices in plan_buckets(sizes, int(self.config.bucket_mb * MB))]
+            plan = [[backward_order[i] for i in indices] for indices in plan_buckets(sizes, int(self.config.bucket_mb * MIB))]
             root_params, module_params = [], []
         else:
             # find_unused: every parameter in the root unit, see [Note: unused parameters].
@@ -153,9 +154,7 @@ class ZeroEngine:
                                   "synchronised backward passes (accumulate with model.no_sync())")
             unit.take_grad(position)
             self._locally_used[self.unit_base[unit.index] + position] = 1
-            if not self._callback_queued:
-                torch.autograd.Variable._execution_engine.queue_callback(self._finish_backward)
-                self._callback_queued = True
+            self._end_of_backward.arm()
             unit.ready.add(position)
             if len(unit.ready) < len(unit.params):
                 return
@@ -192,7 +191,6 @@ class ZeroEngine:
         self._reduced.add(unit.index)
 
     def _finish_backward(self) -> None:
-        self._callback_queued = False
         try:
             if self.sync and self.find_unused:
                 self._launch_in_order(final=True)
@@ -204,11 +202,7 @@ class ZeroEngine:
                 missing = [p for u in self.units if u.index not in self._reduced
                            for pos, p in enumerate(u.params) if pos not in u.ready]
                 if missing:
-                    names = ", ".join(repr(self.names[id(p)]) for p in missing[:3])
-                    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-                    raise ConfigError(f"parameter {names}{more} received no gradient in this backward pass; every "
-                                      "trainable parameter must take part in the loss, be frozen with requires_grad_(False), or pass "
-                                      "find_unused_parameters=True to sw.wrap")
+                    raise missing_gradient_error([self.names[id(p)] for p in missing])
         finally:
             self._reduced.clear()
             self._next_launch = 0

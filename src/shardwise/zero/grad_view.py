@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..strategy.module import PieceView
 
 aten = torch.ops.aten
 
@@ -108,7 +109,7 @@ class ShardGrads:
         self.invalidate()
 
 
-class ShardGradView(torch.Tensor):
+class ShardGradView(PieceView):
     """A parameter's `.grad` under ZeRO; see [Note: gradient views]."""
 
     @staticmethod

@@ -26,15 +26,15 @@ from torch.utils._pytree import tree_map
 
 from ..comm.collectives import CollectiveError
 from ..errors import ConfigError
-from ..strategy.module import SyncControl
+from ..strategy.module import StrategyModule
 from .engine import ZeroEngine
 from .stage3 import Stage3Schedule
+from .state import ZeroState
 
 
-class ZeroModule(SyncControl, nn.Module):
+class ZeroModule(StrategyModule):
     def __init__(self, module: nn.Module, config, group=None):
-        super().__init__()
-        self.module = module
+        super().__init__(module)
         self.strategy_name = config.name
         self.engine = ZeroEngine(module, config, group)
         self.schedule = Stage3Schedule(self.engine) if config.stage == 3 else None
@@ -72,13 +72,10 @@ class ZeroModule(SyncControl, nn.Module):
             t.register_hook(lambda grad: grad * self.engine.scaler.scale)
         return t
 
-    # no_sync() and require_backward_grad_sync come from SyncControl: without sync, gradients
-    # accumulate in the unit buffers without communication (full size, 4Ψ bytes).
-    def _get_sync(self) -> bool:
-        return self.engine.sync
-
-    def _set_sync(self, value: bool) -> None:
-        self.engine.sync = value
+    def sync_changed(self, sync: bool) -> None:
+        """Without sync (`no_sync()`), gradients accumulate in the unit buffers without
+        communication (full size, 4Ψ bytes)."""
+        self.engine.sync = sync
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradient shards too (nn.Module's would only drop the `.grad` views)."""
@@ -197,8 +194,15 @@ class ZeroModule(SyncControl, nn.Module):
                 state[key] = value.detach().clone()
         return state
 
-    def model_state_tensors(self):
-        yield from self.engine.state_tensors()
+    def state(self, optimizer) -> ZeroState:
+        return ZeroState(self.engine, self.module, optimizer)
+
+    def skipped_steps_in_a_row(self) -> int:
+        scaler = self.engine.scaler
+        return 0 if scaler is None else scaler.skipped_in_a_row
+
+    def buffer_bytes(self) -> int:
+        return self.engine.buffer_bytes()
 
 
 def _cast(t, dtype):

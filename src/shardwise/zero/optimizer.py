@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..strategy.optim_rebuild import group_options, rebuild_optimizer
+from ..strategy.optim_rebuild import optimizer_over_pieces, piece_parameter
 from .engine import ZeroEngine
 
 _SHARDED_CLASSES: dict[type, type] = {}
@@ -108,19 +108,10 @@ def shard_optimizer(optimizer: torch.optim.Optimizer, engine: ZeroEngine) -> tor
     origin: dict[int, tuple] = {}  # id(piece) -> (unit, Piece): where each piece comes from
     for unit in engine.units:
         for layout_piece, (position, master_piece, grad_piece) in zip(unit.pieces, unit.piece_views()):
-            piece = nn.Parameter(master_piece, requires_grad=True)
-            piece.grad = grad_piece
+            piece = piece_parameter(master_piece, grad_piece)
             pieces_of.setdefault(id(unit.params[position]), []).append(piece)
             origin[id(piece)] = (unit, layout_piece)
-    groups = []
-    for group in optimizer.param_groups:
-        pieces = [piece for p in group["params"] for piece in pieces_of.get(id(p), [])]
-        if not pieces:  # keep the user's group structure even where this rank owns nothing of it
-            placeholder = nn.Parameter(torch.zeros(0, device=engine.master_device))
-            placeholder.grad = torch.zeros(0, device=engine.master_device)
-            pieces = [placeholder]
-        groups.append({**group_options(group), "params": pieces})
-    sharded = rebuild_optimizer(optimizer, sharded_class(type(optimizer)), groups)
+    sharded = optimizer_over_pieces(optimizer, pieces_of, sharded_class(type(optimizer)), engine.master_device)
     sharded._shardwise_engine = engine
     sharded._shardwise_origin = origin
     return sharded

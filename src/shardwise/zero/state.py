@@ -1,67 +1,55 @@
-"""Optimizer state of a sharded optimizer, to and from its full, per-parameter form.
+"""The state a ZeRO rank holds, as checkpoints and memory reports see it (`ZeroState`).
 
-Each rank holds its pieces' state (exp_avg, exp_avg_sq, ...). To save, every per-element state
-tensor is laid into a shard of its unit and all-gathered into the full flat buffer, then cut
-per parameter, by name: the same form a DDP optimizer saves (see [Note: checkpoint format]).
-To load, each rank cuts its pieces back out of the full tensors, at any world size.
+Each rank holds its pieces of the fp32 masters and their optimizer state (exp_avg, exp_avg_sq,
+...). To save, each rank writes its pieces, keyed by parameter name and element range (see
+[Note: checkpoint format]); to load, each rank cuts its pieces back out of the full tensors
+reassembled from any set of shards, at any world size.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from .. import comm
+from ..strategy.module import optimizer_tensors
+from ..strategy.pieces import SavedPiece, make_piece, state_slice
+from ..strategy.prepare import parameter_names
 from .optimizer import owned_pieces
 
 
-def _piece_keys(optimizer) -> tuple[list[str], list[str]]:
-    """(per-element keys, scalar keys), agreed across ranks."""
-    per_element, scalar = set(), set()
-    for piece, state in optimizer.state.items():
-        if id(piece) not in optimizer._shardwise_origin:
-            continue
-        for key, value in state.items():
-            if torch.is_tensor(value) and value.ndim == 1 and value.numel() == piece.numel():
-                per_element.add(key)
-            else:
-                scalar.add(key)
-    everyone = comm.all_gather_object((sorted(per_element), sorted(scalar)), optimizer._shardwise_engine.group)
-    per_element = sorted({k for keys, _ in everyone for k in keys})
-    scalar = sorted({k for _, keys in everyone for k in keys} - set(per_element))
-    return per_element, scalar
+class ZeroState:
+    """This rank's pieces of the fp32 masters with their optimizer state (the `ShardedState`
+    of a ZeRO model, see [Note: wrapper interface])."""
 
+    def __init__(self, engine, module: nn.Module, optimizer):
+        self.engine, self.module, self.optimizer = engine, module, optimizer
 
-def gather_full_state(optimizer, names: dict[int, str]) -> dict[str, dict]:
-    """name -> {key: full tensor shaped like the parameter, or scalar value}, on every rank."""
-    engine = optimizer._shardwise_engine
-    per_element, scalar_keys = _piece_keys(optimizer)
-    pieces_by_unit: dict[int, list] = {}
-    for piece, unit, layout_piece in owned_pieces(optimizer):
-        pieces_by_unit.setdefault(unit.index, []).append((piece, layout_piece))
-    scalars = {}
-    for piece, state in optimizer.state.items():
-        for key in scalar_keys:
-            if key in state:
-                scalars[key] = state[key].clone() if torch.is_tensor(state[key]) else state[key]
-    # Ranks that own no piece still need the scalars (e.g. Adam's step): take them from rank 0.
-    scalars = comm.all_gather_object(scalars, engine.group)[0] if scalar_keys else {}
-    out: dict[str, dict] = {}
-    for unit in engine.units:
-        full_by_key = {}
-        for key in per_element:
-            shard = torch.zeros(unit.layout.shard_numel, dtype=torch.float32, device=engine.master_device)
-            for piece, layout_piece in pieces_by_unit.get(unit.index, []):
-                value = optimizer.state.get(piece, {}).get(key)
-                if value is not None:
-                    shard[layout_piece.shard_start:layout_piece.shard_start + layout_piece.numel].copy_(value)
-            full = torch.empty(unit.layout.padded_total, dtype=torch.float32, device=engine.master_device)
-            comm.all_gather(full, shard, group=engine.group)
-            full_by_key[key] = full
-        for p, start, n, shape in zip(unit.params, unit.layout.offsets, unit.layout.numels, unit.shapes):
-            entry = {key: full[start:start + n].view(shape).clone() for key, full in full_by_key.items()}
-            entry.update({k: (v.clone() if torch.is_tensor(v) else v) for k, v in scalars.items()})
-            out[names[id(p)]] = entry
-    return out
+    def tensors(self):
+        yield from self.engine.state_tensors()
+        yield from optimizer_tensors(self.optimizer)
+
+    def shapes(self) -> dict[str, tuple]:
+        """The shapes the user gave the parameters (stage 3 holds them empty between gathers)."""
+        logical = {id(p): tuple(shape) for u in self.engine.units for p, shape in zip(u.params, u.shapes)}
+        return {name: logical.get(id(p), tuple(p.shape)) for name, p in self.module.named_parameters() if p.requires_grad}
+
+    def pieces(self, rank: int, world_size: int) -> list[SavedPiece]:
+        names = parameter_names(self.module)
+        return [make_piece(names[id(unit.params[where.index])], where.param_start, where.param_end, piece,
+                           self.optimizer.state.get(piece, {}))
+                for piece, unit, where in owned_pieces(self.optimizer)]
+
+    def load(self, params: dict[str, torch.Tensor], optim: dict[str, dict]) -> None:
+        by_name = dict(self.module.named_parameters())
+        with torch.no_grad():
+            self.engine.load_full_parameters({id(by_name[name]): value for name, value in params.items()})
+        scatter_full_state(self.optimizer, parameter_names(self.module), optim)
+
+    def save_elsewhere(self, folder: str) -> dict[str, str]:
+        return {}
+
+    def load_elsewhere(self, path: str) -> None:
+        pass
 
 
 def scatter_full_state(optimizer, names: dict[int, str], saved: dict[str, dict]) -> None:
@@ -70,11 +58,6 @@ def scatter_full_state(optimizer, names: dict[int, str], saved: dict[str, dict])
         name = names[id(unit.params[layout_piece.index])]
         if name not in saved:
             continue
-        state = {}
-        for key, value in saved[name].items():
-            if torch.is_tensor(value) and value.ndim > 0 and value.shape == unit.shapes[layout_piece.index]:
-                flat = value.reshape(-1)[layout_piece.param_start:layout_piece.param_end]
-                state[key] = flat.to(piece.device, torch.float32).clone()
-            else:
-                state[key] = value.clone() if torch.is_tensor(value) else value
-        optimizer.state[piece] = state
+        numel = unit.layout.numels[layout_piece.index]
+        optimizer.state[piece] = state_slice(saved[name], numel, layout_piece.param_start, layout_piece.param_end,
+                                             piece.device, torch.float32)
