@@ -52,3 +52,62 @@ def test_rows_overlap_never_slower_and_checkpointing_saves_memory():
     for row in plan_rows(spec, [8, 64], micro_batch=4):
         assert row["step_s_overlap"] <= row["step_s_serial"]
         assert row["activation_bytes_checkpointed"] < row["activation_bytes"]
+
+
+def test_planner_tabulates_the_registry_strategies_with_traits():
+    from shardwise.plan import modelled_strategies
+
+    assert modelled_strategies() == ("ddp", "zero1", "zero2", "zero3")  # ddp-naive and ps: planner() is None
+    spec = ModelSpec(1e9)
+    assert [row["strategy"] for row in plan_rows(spec, [8])] == list(modelled_strategies())
+
+
+@pytest.mark.parametrize("name, message", [("fsdp", "unknown strategy 'fsdp'"), ("ps", "does not model strategy 'ps'"),
+                                           ("ddp-naive", "does not model strategy 'ddp-naive'")])
+def test_strategies_the_planner_does_not_model_are_refused(name, message):
+    with pytest.raises(ConfigError, match=message) as excinfo:
+        model_states(1e9, name, 8)
+    assert "ddp, zero1, zero2, zero3" in str(excinfo.value)
+    with pytest.raises(ConfigError, match=message):
+        comm_bytes_per_step(1e9, name, 8)
+
+
+def test_numbers_come_from_the_traits_not_the_name():
+    from shardwise.plan import comm_elements_per_step
+    from shardwise.strategy.base import PlanTraits
+    from shardwise.zero import ZeRO
+
+    psi, n = 1000.0, 4
+    assert model_states(psi, ZeRO(stage=3), n, "fp32") == model_states(psi, "zero3", n, "fp32")
+    # Made-up traits: gradients sharded but parameters and optimizer replicated, all-reduce plus one gather.
+    traits = PlanTraits(shards_grads=True, reduces_by_all_reduce=True, parameter_gathers=1)
+    states = model_states(psi, traits, n, "fp32", "adam")
+    assert (states.params, states.grads, states.optimizer) == (4 * psi, 4 * psi / n, 8 * psi)
+    ring = (n - 1) / n * psi
+    assert comm_elements_per_step(psi, traits, n) == 3 * ring
+    assert comm_bytes_per_step(psi, traits, n, "mixed") == 2 * ring * 2 + ring * 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_16_bit_precisions_count_like_mixed(precision):
+    for strategy in ("ddp", "zero1", "zero2", "zero3"):
+        assert model_states(7.5e9, strategy, 64, precision) == model_states(7.5e9, strategy, 64, "mixed")
+        assert comm_bytes_per_step(7.5e9, strategy, 64, precision) == comm_bytes_per_step(7.5e9, strategy, 64, "mixed")
+    spec = ModelSpec(1.5e9, layers=48, hidden=1600, heads=25, vocab=50257, seq_len=1024)
+    assert plan_rows(spec, [8], precision) == plan_rows(spec, [8], "mixed")
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        model_states(1e9, "ddp", 8, "fp8")
+
+
+def test_cli_precision_choices_and_units():
+    import argparse
+
+    from shardwise.cli import plan as cli_plan
+    from shardwise.vocab import GB
+
+    assert cli_plan.GB == GB == 10 ** 9
+    parser = argparse.ArgumentParser()
+    cli_plan.add_parser(parser.add_subparsers())
+    for precision in ("fp32", "mixed", "bf16", "fp16"):
+        assert parser.parse_args(["plan", "--params", "1e9", "--precision", precision]).precision == precision
+    assert parser.parse_args(["plan", "--params", "1e9"]).precision == "mixed"

@@ -1,21 +1,22 @@
-"""`shardwise plan`: per-device memory and predicted step time for DDP and ZeRO 1-3 at any scale."""
+"""`shardwise plan`: per-device memory and predicted step time for DDP and ZeRO 1-3 (the strategies
+the planner models) at any scale. GB here is 10**9 bytes (`vocab.GB`, [Note: byte units])."""
 
 from __future__ import annotations
 
 import json
 
 from ..errors import ConfigError
-from ..plan import from_hf_config, from_shape, plan_rows
+from ..plan import PLAN_PRECISIONS, from_hf_config, from_shape, plan_rows
 from ..plan.model_spec import ModelSpec
+from ..vocab import GB
 from .parser import positive_int, positive_real, real_number
-
-GB = 1e9
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plan", help="predict memory and step time per device for DDP and ZeRO 1-3",
                               description="Memory per device (model states; activations with and without "
-                                          "checkpointing), which strategies fit, and predicted step time.")
+                                          "checkpointing), which strategies fit, and predicted step time. "
+                                          "GB means 10^9 bytes.")
     model = p.add_argument_group("model (one of: --params, --config, or the shape flags)")
     model.add_argument("--params", type=positive_real, help="trainable parameters, e.g. 7.5e9")
     model.add_argument("--config", help="a Hugging Face style config.json")
@@ -25,18 +26,20 @@ def add_parser(subparsers) -> None:
     model.add_argument("--vocab", type=positive_int, default=50257, help="vocabulary size")
     model.add_argument("--seq-len", type=positive_int, help="sequence length (default: the config's)")
     p.add_argument("--world-size", default="8", help="devices; a comma-separated list for several")
-    p.add_argument("--precision", default="mixed", choices=["fp32", "mixed"],
-                   help="mixed: 16-bit parameters and gradients with fp32 masters (ZeRO paper's 16 bytes/param)")
+    p.add_argument("--precision", default="mixed", choices=list(PLAN_PRECISIONS),
+                   help="mixed: 16-bit parameters and gradients with fp32 masters (ZeRO paper's 16 bytes/param); "
+                        "bf16 and fp16 count the same bytes as mixed")
     p.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "sgd-momentum"],
                    help="decides the optimizer state per parameter")
     p.add_argument("--offload", action="store_true", help="optimizer state and fp32 masters on the CPU")
     p.add_argument("--micro-batch", type=positive_int, default=1,
                    help="sequences per device per step (of --seq-len tokens, default 2048 without a shape)")
-    p.add_argument("--device-memory", type=positive_real, default=80.0, help="GB per device")
+    p.add_argument("--device-memory", type=positive_real, default=80.0, help="GB (10^9 bytes) per device")
     p.add_argument("--device-tflops", type=positive_real, default=312.0, help="peak TFLOP/s per device")
     p.add_argument("--mfu", type=real_number(above=0, most=1), default=0.5,
                    help="fraction of peak the kernels reach (0 < mfu <= 1)")
-    p.add_argument("--bandwidth", type=positive_real, default=25.0, help="GB/s each device sends to the others")
+    p.add_argument("--bandwidth", type=positive_real, default=25.0,
+                   help="GB/s (10^9 bytes/s) each device sends to the others")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.set_defaults(run=main)
 

@@ -1,4 +1,5 @@
-"""Memory and communication per device for DDP and ZeRO stages 1-3 (pure).
+"""Memory and communication per device for every strategy the planner models (pure: the numbers
+come from each strategy's `PlanTraits`, never from its name).
 
 [Note: ZeRO memory formulas]
 ZeRO (Rajbhandari et al., SC20, §3 and Figure 1): with Ψ parameters, parameters take P bytes
@@ -7,15 +8,46 @@ momentum, variance, K = 12; fp32 Adam: K = 8 as the parameters are the master). 
 DDP (P + G + K)Ψ; stage 1 (P + G)Ψ + KΨ/N; stage 2 PΨ + (G + K)Ψ/N; stage 3 (P + G + K)Ψ/N.
 Communication per step (§7, ring volumes): DDP, stage 1 and stage 2 move 2(N-1)/N·Ψ elements
 (all-reduce, or reduce-scatter + all-gather); stage 3 3(N-1)/N·Ψ (a second all-gather).
+The planner reads which of the three a strategy splits, and how it moves them, from its
+`PlanTraits` (strategy/base.py): `shards_params`/`shards_grads`/`shards_optimizer` divide P, G
+and K by N; gradients meet in an all-reduce (2(N-1)/N·Ψ elements of G bytes) or a reduce-scatter
+((N-1)/N·Ψ), and each of `parameter_gathers` all-gathers adds (N-1)/N·Ψ elements of P bytes.
+P = G = `vocab.bytes_per_value(precision)`: 4 in fp32 (no master copy); 2 in the 16-bit kinds
+(mixed, bf16, fp16), which keep a 4-byte fp32 master counted in K ([Note: precisions]).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..api import REGISTRY, resolve_strategy
 from ..errors import ConfigError
+from ..strategy.base import PlanTraits
+from ..vocab import MIXED, PRECISIONS, bytes_per_value
 
-STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
+PLAN_PRECISIONS = (PRECISIONS[0], MIXED, *PRECISIONS[1:])
+"""What the planner accepts: fp32, or 16-bit with fp32 masters (mixed, bf16, fp16: same bytes)."""
+
+
+def modelled_strategies() -> tuple[str, ...]:
+    """The registry's names whose default object the planner models (`planner()` not None),
+    in registry order."""
+    return tuple(name for name, factory in REGISTRY.items() if factory().planner() is not None)
+
+
+def plan_traits(strategy) -> PlanTraits:
+    """The `PlanTraits` of a strategy given by registry name or object (PlanTraits as is); a
+    ConfigError naming the modelled strategies for an unknown name or one the planner does not model."""
+    if isinstance(strategy, PlanTraits):
+        return strategy
+    if isinstance(strategy, str) and strategy not in REGISTRY:
+        raise ConfigError(f"unknown strategy '{strategy}'; choose from {', '.join(modelled_strategies())}")
+    resolved = resolve_strategy(strategy)
+    traits = resolved.planner()
+    if traits is None:
+        raise ConfigError(f"the planner does not model strategy '{resolved.name}'; "
+                          f"choose from {', '.join(modelled_strategies())}")
+    return traits
 
 
 @dataclass(frozen=True)
@@ -26,7 +58,11 @@ class Precision:
     """Bytes of an fp32 master copy per parameter (0 when parameters are fp32 already)."""
 
 
-PRECISIONS = {"fp32": Precision(4, 4, 0), "mixed": Precision(2, 2, 4)}
+def precision_bytes(precision: str) -> Precision:
+    """Bytes per parameter at `precision` (one of PLAN_PRECISIONS) from `vocab.bytes_per_value`."""
+    value = bytes_per_value(precision)  # a ConfigError naming the precisions for an unknown one
+    full = bytes_per_value(PRECISIONS[0])
+    return Precision(value, value, full if value < full else 0)
 
 
 def optimizer_state_bytes(optimizer: str, precision: str) -> int:
@@ -34,13 +70,7 @@ def optimizer_state_bytes(optimizer: str, precision: str) -> int:
     per_param = {"adam": 8, "adamw": 8, "sgd-momentum": 4, "sgd": 0}
     if optimizer not in per_param:
         raise ConfigError(f"unknown optimizer '{optimizer}'; choose from {', '.join(per_param)}")
-    return per_param[optimizer] + _precision(precision).master_bytes
-
-
-def _precision(precision: str) -> Precision:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
-    return PRECISIONS[precision]
+    return per_param[optimizer] + precision_bytes(precision).master_bytes
 
 
 @dataclass(frozen=True)
@@ -56,39 +86,43 @@ class ModelStates:
         return self.params + self.grads + self.optimizer
 
 
-def model_states(psi: float, strategy: str, world_size: int, precision: str = "mixed",
+def model_states(psi: float, strategy, world_size: int, precision: str = "mixed",
                  optimizer: str = "adam", offload: bool = False) -> ModelStates:
-    """Per-device bytes for parameters, gradients and optimizer state ([Note: ZeRO memory formulas])."""
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy '{strategy}'; choose from {', '.join(STRATEGIES)}")
+    """Per-device bytes for parameters, gradients and optimizer state ([Note: ZeRO memory formulas]);
+    `strategy`: a registry name, a strategy object or its PlanTraits."""
+    traits = plan_traits(strategy)
     if world_size < 1:
         raise ConfigError(f"world size must be at least 1, got {world_size}")
-    p = _precision(precision)
+    p = precision_bytes(precision)
     k = optimizer_state_bytes(optimizer, precision)
     n = world_size
-    shard = {"ddp": (1, 1, 1), "zero1": (1, 1, n), "zero2": (1, n, n), "zero3": (n, n, n)}[strategy]
+    shard = tuple(n if split else 1 for split in (traits.shards_params, traits.shards_grads, traits.shards_optimizer))
     params, grads, opt = p.param_bytes * psi / shard[0], p.grad_bytes * psi / shard[1], k * psi / shard[2]
     if offload:
         return ModelStates(params, grads, 0.0, cpu=opt)
     return ModelStates(params, grads, opt)
 
 
-def comm_elements_per_step(psi: float, strategy: str, world_size: int) -> float:
+def _reduce_passes(traits: PlanTraits) -> int:
+    """Ring passes of the gradient reduction: 2 for an all-reduce, 1 for a reduce-scatter."""
+    return 2 if traits.reduces_by_all_reduce else 1
+
+
+def comm_elements_per_step(psi: float, strategy, world_size: int) -> float:
     """Ring wire volume per device per step, in parameter elements."""
+    traits = plan_traits(strategy)
     n = world_size
-    factor = 3 if strategy == "zero3" else 2
+    factor = _reduce_passes(traits) + traits.parameter_gathers
     return factor * (n - 1) / n * psi
 
 
-def comm_bytes_per_step(psi: float, strategy: str, world_size: int, precision: str = "fp32") -> float:
+def comm_bytes_per_step(psi: float, strategy, world_size: int, precision: str = "fp32") -> float:
     """Bytes: gradients reduce in the gradient dtype, parameters gather in the parameter dtype."""
-    p = _precision(precision)
+    traits = plan_traits(strategy)
+    p = precision_bytes(precision)
     n = world_size
     ring = (n - 1) / n * psi
-    if strategy == "ddp":
-        return 2 * ring * p.grad_bytes
-    gathers = 2 if strategy == "zero3" else 1
-    return ring * p.grad_bytes + gathers * ring * p.param_bytes
+    return _reduce_passes(traits) * ring * p.grad_bytes + traits.parameter_gathers * ring * p.param_bytes
 
 
 def activation_bytes(layers: int, hidden: int, heads: int, seq_len: int, micro_batch: int,

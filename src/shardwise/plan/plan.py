@@ -1,8 +1,10 @@
-"""One row per (strategy, world size): memory, whether it fits, predicted step time."""
+"""One row per (strategy, world size): memory, whether it fits, predicted step time; the strategies
+are those the planner models (`modelled_strategies`: the registry's with `PlanTraits`)."""
 
 from __future__ import annotations
 
-from .formulas import STRATEGIES, activation_bytes, comm_bytes_per_step, model_states
+from ..vocab import bytes_per_value
+from .formulas import activation_bytes, comm_bytes_per_step, model_states, modelled_strategies, plan_traits
 from .model_spec import ModelSpec
 from .timing import Cluster, flops_per_token, step_time
 
@@ -13,19 +15,21 @@ def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed"
               offload: bool = False, micro_batch: int = 1, device_memory: float = 80e9,
               device_flops: float = 312e12, mfu: float = 0.5, bandwidth: float = 25e9) -> list[dict]:
     """Activations need the model's shape; without it, rows count model states only and time
-    `micro_batch` sequences of DEFAULT_SEQ_LEN tokens per device."""
+    `micro_batch` sequences of DEFAULT_SEQ_LEN tokens per device. `precision`: fp32, or mixed,
+    bf16 or fp16 (16-bit with fp32 masters; activations in 16 bits)."""
     rows = []
-    act_bytes = 2 if precision == "mixed" else 4
+    act_bytes = bytes_per_value(precision)
+    strategies = [(name, plan_traits(name)) for name in modelled_strategies()]
     tokens = micro_batch * (model.seq_len or DEFAULT_SEQ_LEN)
     for n in world_sizes:
         cluster = Cluster(n, device_flops, mfu, bandwidth, device_memory)
-        for strategy in STRATEGIES:
-            states = model_states(model.params, strategy, n, precision, optimizer, offload)
+        for name, traits in strategies:
+            states = model_states(model.params, traits, n, precision, optimizer, offload)
             row = {
-                "strategy": strategy, "world_size": n,
+                "strategy": name, "world_size": n,
                 "model_state_bytes": states.total, "params_bytes": states.params, "grads_bytes": states.grads,
                 "optimizer_bytes": states.optimizer, "cpu_offload_bytes": states.cpu,
-                "comm_bytes_per_step": comm_bytes_per_step(model.params, strategy, n, precision),
+                "comm_bytes_per_step": comm_bytes_per_step(model.params, traits, n, precision),
                 "tokens_per_device": tokens,
             }
             variants = [("", False)]
@@ -34,7 +38,7 @@ def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed"
             for suffix, recompute in variants:
                 acts = (activation_bytes(model.layers, model.hidden, model.heads, model.seq_len, micro_batch, recompute, act_bytes)
                         if model.has_shape else 0.0)
-                timing = step_time(model, strategy, cluster, tokens, precision, recompute)
+                timing = step_time(model, traits, cluster, tokens, precision, recompute)
                 if model.has_shape:
                     row[f"activation_bytes{suffix}"] = acts
                 row[f"fits{suffix}"] = states.total + acts <= device_memory

@@ -3,7 +3,8 @@
 Compute: about 6Ψ FLOPs per token for forward and backward (2Ψ forward, 4Ψ backward; 8Ψ when
 activations are recomputed), plus attention's 12·L·s·h per token when the shape is known
 (Kaplan et al. 2020; Narayanan et al. 2021), at `device_flops` × `mfu` per device.
-Communication: the ring volume of the strategy over a link of `bandwidth` bytes/s per device.
+Communication: the ring volume of the strategy (from its `PlanTraits`) over a link of `bandwidth`
+bytes/s per device.
 With overlap a step takes max(compute, communication); without, their sum.
 """
 
@@ -49,8 +50,9 @@ class StepTime:
         return self.compute_s + self.comm_s
 
 
-def step_time(model: ModelSpec, strategy: str, cluster: Cluster, tokens_per_device: float,
+def step_time(model: ModelSpec, strategy, cluster: Cluster, tokens_per_device: float,
               precision: str = "mixed", checkpointing: bool = False) -> StepTime:
+    """`strategy`: a registry name, a strategy object or its PlanTraits (see `comm_bytes_per_step`)."""
     compute = flops_per_token(model, checkpointing) * tokens_per_device / (cluster.device_flops * cluster.mfu)
     comm = comm_bytes_per_step(model.params, strategy, cluster.world_size, precision) / cluster.bandwidth
     return StepTime(compute, comm if cluster.world_size > 1 else 0.0)
