@@ -41,9 +41,11 @@ def main() -> None:
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, options in RUNS:
-            config = TrainConfig(nproc=4, steps=args.steps, global_batch=args.global_batch, eval_every=10 ** 9,
-                                 progress=False, save_every=0, run_dir=os.path.join(tmp, name.replace(" ", "_")),
-                                 model=GPTConfig(n_layer=args.layers), **options)
+            config = TrainConfig.flat(nproc=4, steps=args.steps, global_batch=args.global_batch, eval_every=10 ** 9,
+                                      progress=False, run_dir=os.path.join(tmp, name.replace(" ", "_")),
+                                      model=GPTConfig(n_layer=args.layers), **options,
+                                      # async workers share no step to save at: no checkpoint there
+                                      **({} if options.get("mode") == "async" else {"save_every": 0}))
             report, _ = run_training(config)
             samples = report["samples_per_s"] * report["train_seconds"]
             results[name] = {"seconds": report["train_seconds"], "samples": samples,

@@ -27,14 +27,14 @@ from shardwise.train.loop import build_optimizer, evaluate, lr_factor  # noqa: E
 
 
 def train_with_delay(delay: int, updates: int, layers: int, batch: int) -> float:
-    config = TrainConfig(steps=updates, warmup_steps=max(1, updates * 3 // 20), global_batch=batch,
-                         model=GPTConfig(n_layer=layers))
+    config = TrainConfig.flat(steps=updates, warmup_steps=max(1, updates * 3 // 20), global_batch=batch,
+                              model=GPTConfig(n_layer=layers))
     corpus = load_corpus()
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.data.seed)
     model = GPT(config.model)
-    optimizer = build_optimizer(model, config)
+    optimizer = build_optimizer(model, config.optimization)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    sampler = BatchSampler(corpus.train, config.model.block_size, batch, 0, 1, config.seed)
+    sampler = BatchSampler(corpus.train, config.model.block_size, batch, 0, 1, config.data.seed)
     params = list(model.parameters())
     past = collections.deque([[p.detach().clone() for p in params]], maxlen=delay + 1)
     for step in range(updates):
@@ -48,7 +48,7 @@ def train_with_delay(delay: int, updates: int, layers: int, batch: int) -> float
             for p, now in zip(params, current):
                 p.copy_(now)
         for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = base * lr_factor(step, config)
+            group["lr"] = base * lr_factor(step, config.optimization)
         optimizer.step()
         optimizer.zero_grad()
         past.append([p.detach().clone() for p in params])

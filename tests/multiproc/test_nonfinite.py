@@ -31,7 +31,7 @@ def _train_with_nan_at(config, bad_step):
 
 
 def _config(**kw):
-    return TrainConfig(steps=6, eval_every=100, global_batch=8, progress=False, model=TINY, **kw)
+    return TrainConfig.flat(steps=6, eval_every=100, global_batch=8, progress=False, model=TINY, **kw)
 
 
 @pytest.mark.timeout(120)

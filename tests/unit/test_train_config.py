@@ -6,7 +6,7 @@ from shardwise.train.loop import lr_factor
 
 
 def test_lr_schedule_warms_up_then_decays_to_a_tenth():
-    config = TrainConfig(steps=100, warmup_steps=10)
+    config = TrainConfig.flat(steps=100, warmup_steps=10).optimization
     assert lr_factor(0, config) == pytest.approx(0.1)
     assert lr_factor(9, config) == pytest.approx(1.0)
     assert lr_factor(10, config) == pytest.approx(1.0)
@@ -22,4 +22,4 @@ def test_lr_schedule_warms_up_then_decays_to_a_tenth():
 ])
 def test_validation_messages(change, message):
     with pytest.raises(ConfigError, match=message):
-        TrainConfig(**change).validate()
+        TrainConfig.flat(**change).validate()

@@ -13,16 +13,16 @@ def _rank_result(start_step=0, losses=(2.0, 1.0)):
 
 
 def test_ps_is_named_as_workers_and_servers():
-    config = TrainConfig(strategy="ps", nproc=3, servers=1)
+    config = TrainConfig.flat(strategy="ps", nproc=3, servers=1)
     report = build_report(config, [None, _rank_result(), _rank_result()])
     assert report["workers"] == 2 and report["servers"] == 1
-    assert ranks_label(report) == "2 workers + 1 server" == bar_label(config)
+    assert ranks_label(report) == "2 workers + 1 server" == bar_label(config.strategy.build(), 3)
 
 
 def test_data_parallel_label_counts_ranks():
-    config = TrainConfig(strategy="ddp", nproc=2)
+    config = TrainConfig.flat(strategy="ddp", nproc=2)
     assert ranks_label(build_report(config, [_rank_result(), _rank_result()])) == "2 ranks"
-    assert bar_label(config) == "x2"
+    assert bar_label(config.strategy.build(), 2) == "x2"
 
 
 def test_resumed_losses_sit_at_their_true_steps():

@@ -1,60 +1,119 @@
-"""Settings of the built-in training job (`shardwise train`); the command line maps onto them."""
+"""Settings of the built-in training job (`shardwise train`), in typed parts that each validate
+what they hold; the command line maps onto them.
+
+  model          the GPT's shape (GPTConfig, models/gpt.py)
+  data           global batch, seed, evaluation
+  optimization   steps, AdamW, schedule, clipping, what to do with an inf/NaN loss
+  strategy       which strategy on how many local ranks, at which precision, and its options
+  checkpointing  when to save, how many to keep, where the run folder goes, what to resume
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
 from ..models import GPTConfig
+from ..vocab import check_precision
+
+
+def _at_least(value, least: int, flag: str) -> None:
+    if value < least:
+        raise ConfigError(f"--{flag} must be at least {least}, got {value}")
 
 
 @dataclass
-class TrainConfig:
-    """The built-in job: the small GPT on the standard-library corpus."""
+class DataConfig:
+    """The data each step sees."""
 
-    strategy: str = "ddp"
-    """Strategy name (ddp, ddp-naive, ...)."""
-    nproc: int = 2
-    """Number of local ranks."""
-    steps: int = 600
-    """Optimizer steps."""
+    global_batch: int = 32
+    """Sequences per step over all training ranks; must divide by their number."""
     seed: int = 0
     """Seed of the model's initialisation and of the data order."""
-    global_batch: int = 32
-    """Sequences per step over all ranks; must divide by nproc."""
+    eval_every: int = 100
+    """Steps between validation-loss estimates (and at the end)."""
+    eval_batches: int = 8
+    """Validation batches per estimate, split over ranks."""
+
+    def validate(self) -> None:
+        for name in ("global_batch", "eval_every", "eval_batches"):
+            _at_least(getattr(self, name), 1, name.replace("_", "-"))
+
+
+@dataclass
+class OptimizationConfig:
+    """AdamW, its schedule, and how a step with an inf/NaN loss is treated."""
+
+    steps: int = 600
+    """Optimizer steps."""
     lr: float = 6e-3
     """Peak learning rate of AdamW (linear warm-up, then cosine decay to lr/10)."""
     warmup_steps: int = 30
     """Steps of linear learning-rate warm-up."""
     weight_decay: float = 0.1
     """AdamW weight decay on matrices; biases, norms and embeddings' vectors get none."""
-    precision: str = "fp32"
-    """fp32, or bf16/fp16 compute (ZeRO: fp32 master weights; DDP: bf16 autocast)."""
-    offload: str = "none"
-    """ZeRO only: 'cpu' keeps master weights and optimizer state on the CPU."""
-    servers: int = 1
-    """Parameter server only: server ranks (of --nproc; the rest are workers)."""
-    mode: str = "sync"
-    """Parameter server only: sync, async or ssp."""
-    staleness: int = 2
-    """Parameter server ssp only: steps a worker may run ahead of the slowest."""
-    slow_worker: float = 1.0
-    """Make worker 0 this many times slower (a straggler, to see what async buys)."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value; 0 turns clipping off."""
-    eval_every: int = 100
-    """Steps between validation-loss estimates (and at the end)."""
-    eval_batches: int = 8
-    """Validation batches per estimate, split over ranks."""
-    save_every: int | None = None
-    """Steps between checkpoints (and one at the end); 0: only at the end; None: 100, or no
-    checkpoint under an async/ssp parameter server (its workers share no step to save at)."""
     on_nonfinite: str = "stop"
     """A step whose loss is inf or NaN: 'stop' the run with one line naming the step, or 'skip'
     the step (no update) and go on; fp16's loss scaler skips such steps in either case."""
     max_skipped_steps: int = 20
     """Skipped steps in a row (inf/NaN loss, or fp16 gradient overflow) after which the run stops."""
-    keep_checkpoints: int = 2
+
+    def validate(self) -> None:
+        _at_least(self.steps, 1, "steps")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"--on-nonfinite must be stop or skip, got '{self.on_nonfinite}'")
+        _at_least(self.max_skipped_steps, 1, "max-skipped-steps")
+
+
+@dataclass
+class StrategyConfig:
+    """Which strategy, on how many local ranks, at which precision. Options left None take the
+    strategy's own default; one the strategy does not have is an error naming those that do."""
+
+    name: str = "ddp"
+    """Strategy name (see `sw.strategy_names()`)."""
+    nproc: int = 2
+    """Number of local ranks (under a parameter server: servers and workers)."""
+    precision: str = "fp32"
+    """fp32, or bf16/fp16 compute (ZeRO: fp32 master weights; DDP: bf16 autocast)."""
+    offload: str | None = None
+    """ZeRO: 'cpu' keeps master weights and optimizer state on the CPU."""
+    servers: int | None = None
+    """Parameter server: server ranks (of nproc; the rest are workers)."""
+    mode: str | None = None
+    """Parameter server: sync, async or ssp."""
+    staleness: int | None = None
+    """Parameter server ssp: steps a worker may run ahead of the slowest."""
+
+    def options(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "nproc", "precision")}
+
+    def build(self):
+        """The strategy object (validated by its own constructor)."""
+        from ..api import build_strategy
+
+        _at_least(self.nproc, 1, "nproc")
+        check_precision(self.precision)
+        strategy = build_strategy(self.name, self.precision, **self.options())
+        if not strategy.training_ranks(self.nproc):
+            raise ConfigError(f"--nproc {self.nproc} leaves no rank to train under {self.name}: "
+                              f"{self.nproc} rank(s) are {strategy.role(0, self.nproc)}s")
+        return strategy
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written and kept, the run folder, and what to resume."""
+
+    save_every: int | None = None
+    """Steps between checkpoints (and one at the end); 0: only at the end; None: 100, or no
+    checkpoint where training ranks do not step together (asynchronous workers)."""
+    keep: int = 2
     """How many of this run's newest checkpoints to keep (older ones of this run are deleted)."""
     resume: str | None = None
     """Run folder or checkpoint folder to continue from (any strategy and world size)."""
@@ -62,72 +121,85 @@ class TrainConfig:
     """Folder under which the run folder is made."""
     run_dir: str | None = None
     """Exact run folder; default: out_dir/<time>-<strategy>-n<nproc>."""
-    report: str | None = None
-    """Also write the JSON report here."""
-    progress: bool = True
-    """Show a live progress bar on rank 0."""
-    timeout_s: float = 600.0
-    """Seconds a collective may wait for its peers before the job fails instead of hanging."""
-    model: GPTConfig = field(default_factory=GPTConfig)
-    """The GPT's shape."""
 
     def validate(self) -> None:
-        if self.save_every is not None and self.save_every < 0:
-            raise ConfigError(f"--save-every must be at least 0, got {self.save_every}")
-        if self.save_every is not None and self.strategy == "ps" and self.mode != "sync":
-            raise ConfigError(f"--save-every does not apply to --mode {self.mode}: asynchronous workers share no step "
-                              "to checkpoint at; use --mode sync to save checkpoints")
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise ConfigError(f"--on-nonfinite must be stop or skip, got '{self.on_nonfinite}'")
-        if self.max_skipped_steps < 1:
-            raise ConfigError(f"--max-skipped-steps must be at least 1, got {self.max_skipped_steps}")
-        if self.keep_checkpoints < 1:
-            raise ConfigError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
-        for name in ("nproc", "steps", "global_batch", "eval_every", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.trainers >= 1 and self.global_batch % self.trainers:
-            raise ConfigError(f"global batch {self.global_batch} does not split evenly over {self.trainers} training "
-                              f"ranks: give --global-batch a multiple of {self.trainers} (e.g. "
-                              f"{self.global_batch // self.trainers * self.trainers or self.trainers})")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"--precision must be fp32, bf16 or fp16, got '{self.precision}'")
-        self.build_strategy()
-
-    @property
-    def trainers(self) -> int:
-        """Ranks that train (a parameter server's servers do not)."""
-        return self.nproc - self.servers if self.strategy == "ps" else self.nproc
-
-    def build_strategy(self):
-        """The strategy object for `strategy`, `precision` and `offload`."""
-        from ..strategy.registry import resolve_strategy
-        from ..zero import ZeRO
-
-        from ..ps import ParameterServer
-
-        strategy = resolve_strategy(self.strategy)
-        if isinstance(strategy, ParameterServer):
-            if self.precision != "fp32" or self.offload != "none":
-                raise ConfigError("the parameter server trains in fp32 without offload")
-            if self.nproc <= self.servers:
-                raise ConfigError(f"--nproc {self.nproc} leaves no worker beside {self.servers} server(s)")
-            return ParameterServer(servers=self.servers, mode=self.mode, staleness=self.staleness)
-        if isinstance(strategy, ZeRO):
-            dtype = None if self.precision == "fp32" else self.precision
-            return ZeRO(stage=strategy.stage, param_dtype=dtype, offload=self.offload)
-        if self.offload != "none":
-            raise ConfigError(f"--offload needs a ZeRO strategy (zero1, zero2, zero3), not '{self.strategy}'")
-        if self.precision == "fp16":
-            raise ConfigError(f"--precision fp16 needs loss scaling: use a ZeRO strategy (zero1, zero2, zero3), not '{self.strategy}'")
-        return strategy
+        if self.save_every is not None:
+            _at_least(self.save_every, 0, "save-every")
+        _at_least(self.keep, 1, "keep-checkpoints")
 
     @property
     def save_interval(self) -> int:
         """Steps between checkpoints (0: at the end only)."""
         return 100 if self.save_every is None else self.save_every
 
+
+@dataclass
+class TrainConfig:
+    """The built-in job: the small GPT on the standard-library corpus."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    checkpointing: CheckpointConfig = field(default_factory=CheckpointConfig)
+    slow_worker: float = 1.0
+    """Make worker 0 this many times slower (a straggler, to see what async buys)."""
+    report: str | None = None
+    """Also write the JSON report here."""
+    progress: bool = True
+    """Show a live progress bar on rank 0."""
+    timeout_s: float = 600.0
+    """Seconds a collective may wait for its peers before the job fails instead of hanging."""
+
+    @classmethod
+    def flat(cls, **settings) -> TrainConfig:
+        """A config from the flat names of the command line (`strategy`, `nproc`, `steps`,
+        `global_batch`, `keep_checkpoints`, ...), each put in its part."""
+        parts = {"data": {}, "optimization": {}, "strategy": {}, "checkpointing": {}}
+        top = {}
+        for key, value in settings.items():
+            part, name = _FLAT.get(key, (None, key))
+            if part is None:
+                if key not in {f.name for f in dataclasses.fields(cls)}:
+                    raise ConfigError(f"unknown training setting '{key}'")
+                top[key] = value
+            else:
+                parts[part][name] = value
+        return cls(data=DataConfig(**parts["data"]), optimization=OptimizationConfig(**parts["optimization"]),
+                   strategy=StrategyConfig(**parts["strategy"]), checkpointing=CheckpointConfig(**parts["checkpointing"]),
+                   **top)
+
+    def validate(self):
+        """Check every part, then what parts decide together; return the strategy object."""
+        self.data.validate()
+        self.optimization.validate()
+        self.checkpointing.validate()
+        strategy = self.strategy.build()
+        trainers = len(strategy.training_ranks(self.strategy.nproc))
+        if self.data.global_batch % trainers:
+            raise ConfigError(f"global batch {self.data.global_batch} does not split evenly over {trainers} training "
+                              f"ranks: give --global-batch a multiple of {trainers} (e.g. "
+                              f"{self.data.global_batch // trainers * trainers or trainers})")
+        if self.checkpointing.save_every is not None and not strategy.steps_together:
+            raise ConfigError(f"--save-every does not apply to {strategy}: its workers share no step to checkpoint "
+                              "at; use --mode sync to save checkpoints")
+        return strategy
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _flat_names() -> dict[str, tuple[str, str]]:
+    names = {}
+    for part, cls in (("data", DataConfig), ("optimization", OptimizationConfig), ("strategy", StrategyConfig),
+                      ("checkpointing", CheckpointConfig)):
+        for f in dataclasses.fields(cls):
+            names[f.name] = (part, f.name)
+    names["strategy"] = ("strategy", "name")
+    names["keep_checkpoints"] = ("checkpointing", "keep")
+    names.pop("name")
+    names.pop("keep")
+    return names
+
+
+_FLAT = _flat_names()

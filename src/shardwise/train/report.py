@@ -10,8 +10,12 @@ import statistics
 from .config import TrainConfig
 
 
-def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
-    """Global-batch mean loss per step (equal slices: the mean of rank means), medians, per-rank lists."""
+def build_report(config: TrainConfig, per_rank: list[dict], strategy=None) -> dict:
+    """Global-batch mean loss per step (equal slices: the mean of rank means), medians, per-rank
+    lists. `strategy`: the object the run trained with (default: built from `config`)."""
+    strategy = strategy if strategy is not None else config.strategy.build()
+    nproc = config.strategy.nproc
+    trainers = len(strategy.training_ranks(nproc))
     per_rank = [r for r in per_rank if r is not None]  # parameter servers, and workers that died
     world = len(per_rank)
     steps = min(len(r["local_losses"]) for r in per_rank)
@@ -21,9 +25,9 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
     step_times = [max(r["step_times"][s] for r in per_rank) for s in range(steps)]
     measured = step_times[1:] or step_times  # the first step pays for warm-up
     step_time = statistics.median(measured)
-    tokens_per_step = config.global_batch * config.model.block_size
+    tokens_per_step = config.data.global_batch * config.model.block_size
     return {
-        "strategy": config.strategy,
+        "strategy": config.strategy.name,
         "world_size": world,
         "steps": steps,
         "start_step": per_rank[0]["start_step"],
@@ -36,12 +40,12 @@ def build_report(config: TrainConfig, per_rank: list[dict]) -> dict:
         "peak_rss_bytes": [r["peak_rss_bytes"] for r in per_rank],
         "model_state_bytes": [r["model_state_bytes"] for r in per_rank],
         "comm_bytes_per_step": [r["comm_bytes_per_step"] for r in per_rank],
-        "global_batch": config.global_batch,
+        "global_batch": config.data.global_batch,
         "tokens_per_step": tokens_per_step,
         "config": config.to_dict(),
-        "resumed_from": config.resume,
+        "resumed_from": config.checkpointing.resume,
         "skipped_steps": per_rank[0].get("skipped_steps", []),
-        **({"workers": config.trainers, "servers": config.servers} if config.strategy == "ps" else {}),
+        **({"workers": trainers, "servers": nproc - trainers} if trainers != nproc else {}),
         **({"parameter_server": per_rank[0]["server_stats"]} if per_rank[0].get("server_stats") else {}),
     }
 
