@@ -2,10 +2,13 @@
 
 [Note: buffer reuse]
 Each step gathers every stage-3 unit twice and reduce-scatters every unit's gradient. Fresh
-buffers for each of those cost page faults (on CPU, about one per 4 KiB touched) and leave
-memory that glibc keeps after `free` without any tensor holding it, which inflates the
-resident size. So stage 3 gathers into a few fixed slots, each the size of the largest unit,
-and gradient buffers and receive scratch come from small pools.
+buffers for each of those cost page faults (on CPU, about one per 4 KiB touched: a ZeRO-2 step
+on the 8.4M-parameter MLP took about 7,600 minor faults, 30 MB of fresh pages, when stage 2
+allocated its gradient buckets anew each backward) and leave memory that glibc keeps after
+`free` without any tensor holding it, which inflates the resident size. So stage 3 gathers
+into a few fixed slots, each the size of the largest unit, and at every stage gradient
+buffers and receive scratch come from small pools (max_inflight + 1 buffers each, counted as
+"other" model-state memory).
 
 Slots: module unit k always uses slot k mod S, S = max(2, prefetch + 1), so the unit computing and
 the ones prefetched after it (before it, in backward) never share a slot. In backward the unit

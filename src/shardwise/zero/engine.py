@@ -113,9 +113,9 @@ class ZeroEngine:
             module_params = [(m, params) for m, params in zip(modules, per_module) if params]
             plan = ([root_params] if root_params else []) + [params for _, params in module_params]
         largest = max(FlatLayout(tuple(p.numel() for p in params), self.world_size).padded_total for params in plan)
-        # See [Note: buffer reuse]. Stages 1-2 allocate per backward instead: their buckets are
-        # large and few, and buffers kept between steps would break their memory formulas.
-        keep = self.config.max_inflight + 1 if self.stage == 3 else 0
+        # See [Note: buffer reuse]: every stage reuses its gradient and scratch buffers (reported
+        # as "other" memory), so a step in steady state faults in no fresh pages.
+        keep = self.config.max_inflight + 1
         grad_pool = BufferPool(largest, self.reduce_dtype, self.device, keep)
         scratch_pool = BufferPool((self.world_size - 1) * (largest // self.world_size), self.reduce_dtype, self.device, keep)
         self.pools = [grad_pool, scratch_pool]
@@ -340,7 +340,8 @@ class ZeroEngine:
                     unit.full.copy_(flat)
 
     def buffer_bytes(self) -> int:
-        """Bytes of the reused communication buffers (stage 3: gather slots, root buffer, pools)."""
+        """Bytes of the reused communication buffers (pools of gradient and scratch buffers;
+        stage 3 also its gather slots and root buffer)."""
         slots = [b for b in (self.slots.buffers if self.slots else [])]
         root = [self.root_unit.full] if self.root_unit is not None and self.stage == 3 else []
         held = [b for pool in self.pools for b in pool.held()]
