@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as _dist_nn_functional  # before any group exists: [Note: group lifetime]
 
 from ..errors import ConfigError
-from . import network
+from . import heap, network
 
 DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "SHARDWISE_TIMEOUT_S"
@@ -98,6 +98,7 @@ def init(backend: str | None = None) -> None:
     [Note: listening sockets].
     """
     _destroy_at_exit()
+    heap.keep_freed_memory()  # see [Note: freed memory and page faults]
     if dist.is_initialized():  # by the script itself: still destroyed at exit if it does not
         return
     job = distributed_environment()
