@@ -83,7 +83,8 @@ def bench_model_on_rank(case: ModelCase, config: BenchConfig) -> dict:
         "local": _training_step(case, local_model, local_optimizer, batches),
     }
     sw.reset_comm_stats()
-    seconds = interleaved_timing(steps, repeats=config.steps, warmup=config.warmup, barrier=dist.barrier)
+    # Blocks of consecutive steps per variant, as a job trains ([Note: interleaved timing]).
+    seconds = interleaved_timing(steps, repeats=config.steps, warmup=config.warmup, barrier=dist.barrier, block=5)
     sw_bytes_per_step = sw.comm_stats()["total"] / (config.warmup + config.steps)
 
     # A step of a synchronous job lasts as long as its slowest rank.

@@ -43,13 +43,16 @@ class BenchConfig:
     seed: int = 0
 
 
+BLOCK = 5  # consecutive steps per configuration per round ([Note: interleaved timing])
+
+
 def run_rank(config: BenchConfig) -> dict | None:
     """What each launched rank runs: every model's measurements; rank 0 returns every rank's."""
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     gathered = {}
     for name in config.models:
         mine = measure_on_rank(model_case(name, config.tiny), CONFIG_NAMES, config.steps, config.warmup,
-                               config.seed, BASELINE, mesh)
+                               config.seed, BASELINE, mesh, block=BLOCK)
         everyone = [None] * dist.get_world_size()
         dist.all_gather_object(everyone, mine)
         gathered[name] = everyone

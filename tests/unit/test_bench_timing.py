@@ -14,6 +14,17 @@ def test_rounds_interleave_and_rotate_their_starting_configuration():
     assert {name: len(values) for name, values in seconds.items()} == {"A": 2, "B": 2, "C": 2}
 
 
+def test_blocks_run_consecutive_steps_of_one_configuration():
+    order, barriers = [], []
+    steps = {name: (lambda name=name: order.append(name)) for name in "AB"}
+    seconds = interleaved_timing(steps, repeats=4, warmup=1, barrier=lambda: barriers.append(1), block=2)
+    assert "".join(order) == "AA" "BB" "BB" "AA" "A" "B"  # 5 steps each: blocks of 2, rotating; the last short
+    assert len(barriers) == 6  # one per block, not per step
+    assert {name: len(values) for name, values in seconds.items()} == {"A": 4, "B": 4}
+    with pytest.raises(ValueError):
+        interleaved_timing(steps, repeats=1, block=0)
+
+
 def test_bad_repeats_and_warmup_are_refused():
     with pytest.raises(ValueError):
         interleaved_timing({"A": lambda: None}, repeats=0)

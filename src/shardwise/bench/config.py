@@ -34,6 +34,9 @@ class BenchConfig:
     """Timed steps per configuration."""
     warmup: int = 3
     """Untimed steps per configuration before them."""
+    block: int = 5
+    """Consecutive steps of one configuration per round of the interleaved run (1: alternate
+    every step); see [Note: interleaved timing]."""
     batch: int | None = None
     """Per rank: MLP rows or GPT sequences; default 64 (MLP) or 16 (GPT)."""
     seed: int = 0
@@ -58,7 +61,7 @@ class BenchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name} must be at least 1, got {value}")
-        for name in ("nproc", "steps"):
+        for name in ("nproc", "steps", "block"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:

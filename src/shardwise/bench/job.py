@@ -16,9 +16,9 @@ from .cases import parameter_count
 from .charts import plot_memory, plot_step_times
 from .config import BenchConfig
 from .report import write_json
-from .rss import rss_on_rank
+from .rss import separate_on_rank
 from .runner import bench_rank
-from .summary import summarize_configs
+from .summary import add_separate_timing, summarize_configs
 
 
 def resolve_paths(config: BenchConfig) -> BenchConfig:
@@ -44,9 +44,12 @@ def run_bench(config: BenchConfig) -> dict:
     for name, entry in entries.items():
         entry["peak_rss_bytes"] = shared_peaks
     if config.rss == "separate":
-        for name, per_rank_rss in separate_rss(config).items():
-            entries[name]["peak_rss_bytes"] = [r["peak_rss_bytes"] for r in per_rank_rss]
-            entries[name]["rss_before_model_bytes"] = [r["rss_before_model_bytes"] for r in per_rank_rss]
+        separate = separate_runs(config)
+        add_separate_timing(entries, separate, config.baseline)
+        for name, passes in separate.items():
+            entries[name]["peak_rss_bytes"] = [max(p[r]["peak_rss_bytes"] for p in passes) for r in range(config.nproc)]
+            entries[name]["rss_before_model_bytes"] = [min(p[r]["rss_before_model_bytes"] for p in passes)
+                                                       for r in range(config.nproc)]
 
     files = {"json": config.json_path, "step_time_png": os.path.join(config.out_dir, "step_time.png"),
              "memory_png": os.path.join(config.out_dir, "memory.png")}
@@ -72,21 +75,26 @@ def run_bench(config: BenchConfig) -> dict:
     return report
 
 
-def separate_rss(config: BenchConfig) -> dict[str, list[dict]]:
-    """name -> per-rank RSS of a launch of that configuration alone ([Note: peak RSS])."""
+SEPARATE_PASSES = 2  # in order, then in reverse order
+
+
+def separate_runs(config: BenchConfig) -> dict[str, list[list[dict]]]:
+    """name -> one per-rank result list per pass of that configuration's own launches
+    ([Note: peak RSS]); the configurations take turns, in order and then reversed."""
     case = config.case()
-    names = config.configs
+    order = [name for p in range(SEPARATE_PASSES) for name in (config.configs if p % 2 == 0 else config.configs[::-1])]
     bar = None
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(names), desc="peak RSS, a launch per config", unit="config", file=sys.stderr,
+        bar = tqdm(total=len(order), desc="a launch per config, alternated", unit="launch", file=sys.stderr,
                    dynamic_ncols=True)
-    out = {}
-    for name in names:
+    out: dict[str, list[list[dict]]] = {name: [] for name in config.configs}
+    for name in order:
         if bar is not None:
             bar.set_postfix_str(name)
-        out[name] = launch(rss_on_rank, config.nproc, args=(case, name, config.seed), timeout_s=config.timeout_s)
+        out[name].append(launch(separate_on_rank, config.nproc, args=(case, name, config.seed, config.steps, config.warmup),
+                                timeout_s=config.timeout_s))
         if bar is not None:
             bar.update(1)
     if bar is not None:

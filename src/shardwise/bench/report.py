@@ -64,6 +64,24 @@ def row_cells(name: str, entry: dict, report: dict) -> list[str]:
     ]
 
 
+def continuous_table(report: dict) -> str:
+    """Step times of consecutive steps: the interleaved run's (blocks of consecutive steps) beside
+    launches of each configuration alone (alternated), and minor page faults per step in each."""
+    baseline = report["baseline"]
+    head = ["config", f"interleaved ms (/ {baseline})", f"own processes ms (IQR) (/ {baseline})",
+            "minor faults/step: interleaved / own"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in report["configs"].items():
+        separate = entry.get("separate")
+        own = "-" if separate is None else \
+            f"{separate['median_ms']:.1f} ({separate['iqr_ms']:.1f}) ({separate['ratio_to_baseline']:.3f})"
+        faults = [entry.get("minor_faults_per_step"), (separate or {}).get("minor_faults_per_step")]
+        cells = [name, f"{entry['median_ms']:.1f} ({entry['ratio_to_baseline']:.3f})", own,
+                 " / ".join("-" if f is None else f"{f:.0f}" for f in faults)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def heaviest_rank(entry: dict) -> int:
     """The rank holding the most model-state bytes: the one that decides whether a model fits."""
     totals = entry["model_state_bytes"]
@@ -83,8 +101,10 @@ def preamble(report: dict) -> str:
     model = report["model"]
     return (
         f"{model['description']}, {model['params']:,} parameters; {report['world_size']} ranks x "
-        f"{report['threads_per_rank']} thread(s); median over {report['config']['steps']} interleaved steps after "
-        f"{report['config']['warmup']} warm-up; step time = slowest rank; IQR = Q3 - Q1; model states after "
+        f"{report['threads_per_rank']} thread(s); median over {report['config']['steps']} steps after "
+        f"{report['config']['warmup']} warm-up, interleaved in blocks of {report['config'].get('block', 1)} consecutive "
+        f"steps per configuration; own processes: the same steps in launches of each configuration alone, "
+        f"alternated; step time = slowest rank; IQR = Q3 - Q1; model states after "
         f"optimizer.step(), before zero_grad(), of the rank holding most; {RSS_EXPLAINED[report['rss_mode']]}"
     )
 

@@ -12,6 +12,7 @@ batches, so they must agree up to floating-point reordering.
 
 from __future__ import annotations
 
+import resource
 import sys
 
 import torch
@@ -37,6 +38,7 @@ class StepRecorder:
         self.clock = PhaseClock(PHASES)
         self.losses: list[torch.Tensor] = []  # detached, 0-D; converted after the run (no sync per step)
         self.comm_log: list[dict] | None = [] if count_comm else None
+        self.faults: list[int] = []  # minor page faults per step: fresh pages the step touched
         self.position = 0
 
     def _next_batch(self):
@@ -47,6 +49,7 @@ class StepRecorder:
     def step(self) -> None:
         x, y = self._next_batch()
         before = comm_stats() if self.comm_log is not None else None
+        faults = minor_faults()
         self.clock.start()
         loss = self.case.loss(self.model(x), y)
         self.clock.lap("forward")
@@ -55,6 +58,7 @@ class StepRecorder:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.clock.lap("step")
+        self.faults.append(minor_faults() - faults)
         if self.comm_log is not None:
             after = comm_stats()
             self.comm_log.append({kind: after[kind] - before[kind] for kind in after})
@@ -72,8 +76,13 @@ class StepRecorder:
         return held
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (pages touched for the first time, on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure_on_rank(case: ModelCase, names: tuple[str, ...], steps: int, warmup: int, seed: int,
-                    baseline: str, mesh=None, progress: bool = False) -> dict:
+                    baseline: str, mesh=None, progress: bool = False, block: int = 1) -> dict:
     """This rank's measurements of every configuration in `names`; the caller gathers them."""
     rank = dist.get_rank()
     torch.manual_seed(seed)
@@ -89,7 +98,7 @@ def measure_on_rank(case: ModelCase, names: tuple[str, ...], steps: int, warmup:
             bar.set_postfix_str(name, refresh=False)
             bar.update(1)
     seconds = interleaved_timing({name: r.step for name, r in recorders.items()}, repeats=steps, warmup=warmup,
-                                 barrier=dist.barrier, on_step=on_step)
+                                 barrier=dist.barrier, on_step=on_step, block=block)
     held = {}
     for name, recorder in recorders.items():
         held[name] = recorder.measured_step()
@@ -107,6 +116,7 @@ def measure_on_rank(case: ModelCase, names: tuple[str, ...], steps: int, warmup:
         "phases": {name: r.clock.last(steps) for name, r in recorders.items()},
         "losses": {name: [loss.item() for loss in r.losses] for name, r in recorders.items()},
         "comm": {name: r.comm_log[warmup:] for name, r in recorders.items() if r.comm_log is not None},
+        "faults": {name: r.faults[warmup:] for name, r in recorders.items()},
         "model_states": held,
         "buffer_bytes": {name: buffer_bytes(built[name][0]) for name in names},
         "param_diff": differences,
@@ -119,7 +129,7 @@ def bench_rank(config: BenchConfig) -> dict | None:
     measurements (summarised in the launching process, see summary.py)."""
     mesh = init_device_mesh("cpu", (dist.get_world_size(),)) if "torch_fsdp2" in config.configs else None
     mine = measure_on_rank(config.case(), config.configs, config.steps, config.warmup, config.seed,
-                           config.baseline, mesh, progress=config.progress)
+                           config.baseline, mesh, progress=config.progress, block=config.block)
     everyone = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
     if dist.get_rank() != 0:

@@ -62,6 +62,7 @@ def summarize_configs(per_rank: list[dict], names: tuple[str, ...], baseline: st
             "max_abs_param_diff": max(r["param_diff"][name] for r in per_rank),
             "comm_bytes_per_step": None,
             "predicted": predict(name, psi, world_size),
+            "minor_faults_per_step": faults_per_step([r["faults"][name] for r in per_rank]) if "faults" in per_rank[0] else None,
         }
         if name in per_rank[0]["comm"]:
             entry.update(comm_summary([r["comm"][name] for r in per_rank]))
@@ -71,6 +72,24 @@ def summarize_configs(per_rank: list[dict], names: tuple[str, ...], baseline: st
             entry["measured_over_predicted"] = measured_over_predicted(entry)
         entries[name] = entry
     return entries
+
+
+def faults_per_step(per_rank: list[list[int]]) -> float:
+    """The worst rank's median minor page faults per timed step (0 in a steady state that
+    allocates nothing new)."""
+    return max(median(faults) for faults in per_rank)
+
+
+def add_separate_timing(entries: dict[str, dict], separate: dict[str, list[list[dict]]], baseline: str) -> None:
+    """Each entry's step times from launches of its own (`separate[name]`: per pass, per rank,
+    the consecutive steps' seconds and faults), and their ratio to the baseline's."""
+    for name, passes in separate.items():
+        seconds = [s for per_rank in passes for s in slowest_rank([r["seconds"] for r in per_rank])]
+        faults = [f for per_rank in passes for f in (r["faults"] for r in per_rank)]
+        entries[name]["separate"] = {**summarize(seconds), "minor_faults_per_step": faults_per_step(faults)}
+    base = entries[baseline]["separate"]["median_ms"]
+    for name in separate:
+        entries[name]["separate"]["ratio_to_baseline"] = entries[name]["separate"]["median_ms"] / base
 
 
 def comm_summary(per_rank_logs: list[list[dict]]) -> dict:

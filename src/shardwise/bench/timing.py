@@ -5,9 +5,15 @@ On a shared machine the speed of the CPU drifts over seconds (other jobs, freque
 page cache). Timing variant A for a minute and then variant B for a minute folds that drift into
 the comparison. Instead every round runs one step of each variant, back to back (A B C, then
 B C A, ...: the starting variant rotates so none always runs right after the same neighbour),
-and the comparison is between medians of many rounds. A barrier before each timed step makes
-every rank start it together, so one rank's lag is not charged to the next variant's step.
-Only ratios measured this way within one run are meaningful.
+and the comparison is between medians of many rounds. A barrier before each block makes every
+rank start it together, so one rank's lag is not charged to the next variant's step. Only
+ratios measured this way within one run are meaningful.
+
+A round runs a block of `block` consecutive steps of each variant, not one: a user trains in
+consecutive steps, and one step per round hides costs that only continuous training pays (or
+pays less): a step that allocates fresh buffers finds pages another variant just freed, caches
+warmed by the previous variant's step. `shardwise bench` also confirms every ratio with each
+configuration in processes of its own, alternated (see [Note: peak RSS] in rss.py).
 """
 
 from __future__ import annotations
@@ -24,32 +30,39 @@ def interleaved_timing(
     barrier: Callable[[], object] | None = None,
     rotate: bool = True,
     on_step: Callable[[str], object] | None = None,
+    block: int = 1,
 ) -> dict[str, list[float]]:
-    """Run each callable `warmup` untimed times, then `repeats` timed times, interleaved.
+    """Run each callable `warmup` untimed times, then `repeats` timed times, interleaved in
+    blocks of `block` consecutive steps per callable.
 
-    Returns name -> list of `repeats` durations in seconds, in round order (so index i of every
+    Returns name -> list of `repeats` durations in seconds, in step order (so index i of every
     list comes from the same round; see `paired_ratios`). `barrier`, if given, is called before
-    every step, warm-up included, outside the timed region; `on_step(name)`, if given, after
-    every step, also outside it (a progress bar). See [Note: interleaved timing].
+    every block, outside the timed region; `on_step(name)`, if given, after every step, also
+    outside it (a progress bar). See [Note: interleaved timing].
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must not be negative, got {warmup}")
+    if block < 1:
+        raise ValueError(f"block must be at least 1, got {block}")
     names = list(steps)
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(warmup + repeats):
+    total = warmup + repeats
+    for round_index in range(-(-total // block)):
         shift = round_index % len(names) if rotate else 0
+        first = round_index * block
         for name in names[shift:] + names[:shift]:
             if barrier is not None:
                 barrier()
-            start = time.perf_counter()
-            steps[name]()
-            elapsed = time.perf_counter() - start
-            if round_index >= warmup:
-                seconds[name].append(elapsed)
-            if on_step is not None:
-                on_step(name)
+            for index in range(first, min(first + block, total)):
+                start = time.perf_counter()
+                steps[name]()
+                elapsed = time.perf_counter() - start
+                if index >= warmup:
+                    seconds[name].append(elapsed)
+                if on_step is not None:
+                    on_step(name)
     return seconds
 
 

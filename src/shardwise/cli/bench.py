@@ -17,7 +17,7 @@ DEFAULTS = BenchConfig()
 def config_list(text: str) -> tuple[str, ...]:
     """parse_configs, its message kept (argparse would replace a ValueError's with a generic one)."""
     try:
-        return parse_configs(text)
+        return CONFIG_NAMES if text == "all" else parse_configs(text)
     except ConfigError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -31,15 +31,18 @@ def add_parser(subparsers) -> None:
                    help="mlp: 8.4M-parameter MLP (or --width/--depth); gpt: the built-in GPT")
     p.add_argument("--width", type=positive_int, default=None, help="MLP width (with --depth: an MLP of that size)")
     p.add_argument("--depth", type=positive_int, default=None, help="MLP depth, Linear + GELU blocks")
-    p.add_argument("--configs", type=config_list, default=DEFAULTS.configs,
-                   help=f"comma-separated, in timing order (default all): {','.join(CONFIG_NAMES)}")
+    p.add_argument("--configs", type=config_list, default="all",
+                   help=f"comma-separated, in timing order, from: {', '.join(CONFIG_NAMES)}")
     p.add_argument("--nproc", type=positive_int, default=DEFAULTS.nproc, help="local ranks")
     p.add_argument("--steps", type=positive_int, default=DEFAULTS.steps, help="timed steps per configuration")
     p.add_argument("--warmup", type=non_negative_int, default=DEFAULTS.warmup, help="untimed steps per configuration first")
+    p.add_argument("--block", type=positive_int, default=DEFAULTS.block,
+                   help="consecutive steps of one configuration per round of the interleaved run (1: alternate every step)")
     p.add_argument("--batch", type=positive_int, default=None, help="per rank: MLP rows (64) or GPT sequences (16)")
     p.add_argument("--seed", type=non_negative_int, default=DEFAULTS.seed, help="seed of the model and the data")
     p.add_argument("--rss", default=DEFAULTS.rss, choices=RSS_MODES,
-                   help="peak RSS: 'separate' launch per configuration, or the 'shared' process's only")
+                   help="separate: also launch each configuration alone, alternated, for its peak RSS and "
+                        "step time in consecutive steps; shared: the interleaved run only")
     p.add_argument("--out", default=None, help="output folder (default runs/bench-<time>)")
     p.add_argument("--json", default=None, metavar="PATH", help="JSON report path (default OUT/bench.json)")
     p.add_argument("--timeout", type=positive_real, default=DEFAULTS.timeout_s, help="seconds one launch may take")
@@ -53,16 +56,18 @@ def main(args) -> int:
     check_folder_writable(args.out, "--out")
     config = BenchConfig(
         model=args.model, width=args.width, depth=args.depth, configs=args.configs, nproc=args.nproc,
-        steps=args.steps, warmup=args.warmup, batch=args.batch, seed=args.seed, rss=args.rss, out_dir=args.out,
+        steps=args.steps, warmup=args.warmup, block=args.block, batch=args.batch, seed=args.seed, rss=args.rss, out_dir=args.out,
         json_path=args.json, progress=not args.no_progress, timeout_s=args.timeout,
     )
     from ..bench.job import run_bench  # imports FSDP2 and friends: only when benchmarking
-    from ..bench.report import markdown_table, preamble, warnings
+    from ..bench.report import continuous_table, markdown_table, preamble, warnings
 
     report = run_bench(config)
     print(preamble(report))
     print()
     print(markdown_table(report))
+    print()
+    print(continuous_table(report))
     print()
     for line in warnings(report):
         print(line, file=sys.stderr)
