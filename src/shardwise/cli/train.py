@@ -34,6 +34,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mode", default=None, choices=["sync", "async", "ssp"], help="parameter server mode (default sync)")
     p.add_argument("--staleness", type=non_negative_int, default=None,
                    help="parameter server ssp: steps a worker may run ahead of the slowest (default 2)")
+    p.add_argument("--compress", default=None, metavar="METHOD",
+                   help="ddp gradient compression: fp16, bf16, int8, topk:RATIO or powersgd:RANK (default none)")
     p.add_argument("--slow-worker", type=real_number(least=1, most=1000), default=DEFAULTS.slow_worker,
                    help="make worker 0 this many times slower (a straggler)")
     p.add_argument("--grad-clip", type=non_negative_real, default=DEFAULTS.optimization.grad_clip,
@@ -74,7 +76,8 @@ def main(args) -> int:
         optimization=OptimizationConfig(steps=args.steps, lr=args.lr, grad_clip=args.grad_clip,
                                         on_nonfinite=args.on_nonfinite, max_skipped_steps=args.max_skipped_steps),
         strategy=StrategyConfig(name=args.strategy, nproc=args.nproc, precision=args.precision, offload=args.offload,
-                                servers=args.servers, mode=args.mode, staleness=args.staleness),
+                                servers=args.servers, mode=args.mode, staleness=args.staleness,
+                                compress=args.compress),
         checkpointing=CheckpointConfig(save_every=args.save_every, keep=args.keep_checkpoints, resume=args.resume,
                                        out_dir=args.out, run_dir=args.run_dir),
         slow_worker=args.slow_worker, report=args.report, progress=not args.no_progress, timeout_s=args.timeout,

@@ -70,9 +70,12 @@ def group_size(group=None) -> int:
     return dist.get_world_size(group)
 
 
-def _default(group):
+def default_group(group=None):
     """None means the training ranks (all ranks, unless a parameter server set them apart)."""
     return env.training_group() if group is None else group
+
+
+_default = default_group
 
 
 def _is_gloo(group) -> bool:

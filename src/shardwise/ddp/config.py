@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..checks import positive_number
 from ..errors import ConfigError
+from ..compress import compressor_from_spec
 from ..strategy.base import PlanTraits, StrategyDefaults
 
 
@@ -27,6 +28,9 @@ class DDP(StrategyDefaults):
     broadcast_buffers: bool = True
     """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
     DDP does; skipped when the model has no buffers."""
+    compress: object = "none"
+    """Gradient compression per bucket: "none", "fp16", "bf16", "int8", "topk:RATIO",
+    "powersgd:RANK", or a compressor object (shardwise.compress); see [Note: compressed buckets]."""
 
     name = "ddp"
 
@@ -35,6 +39,7 @@ class DDP(StrategyDefaults):
         positive_number("first_bucket_mb", self.first_bucket_mb)
         if self.trim_every < 0:
             raise ConfigError(f"trim_every must be 0 (never) or positive, got {self.trim_every}")
+        compressor_from_spec(self.compress)  # a bad spec fails here, before any process starts
 
     def __str__(self) -> str:
         return self.name
@@ -46,7 +51,8 @@ class DDP(StrategyDefaults):
         from .data_parallel import DataParallel
 
         return DataParallel(module, self.bucket_mb, self.first_bucket_mb, group, self.trim_every,
-                            self.find_unused_parameters, self.broadcast_buffers), optimizer
+                            self.find_unused_parameters, self.broadcast_buffers,
+                            compressor_from_spec(self.compress)), optimizer
 
 
 @dataclass(frozen=True)

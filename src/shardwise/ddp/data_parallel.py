@@ -49,7 +49,8 @@ class DataParallel(StrategyModule):
     strategy_name = "ddp"
 
     def __init__(self, module: nn.Module, bucket_mb: float = 25, first_bucket_mb: float = 1, group=None,
-                 trim_every: int = 100, find_unused_parameters: bool = False, broadcast_buffers: bool = True):
+                 trim_every: int = 100, find_unused_parameters: bool = False, broadcast_buffers: bool = True,
+                 compressor=None):
         super().__init__(module)
         self.group = group
         self.world_size = dist.get_world_size(group)
@@ -60,6 +61,8 @@ class DataParallel(StrategyModule):
         self._end_of_backward = EndOfBackward(self._finish_backward)
         self._next_to_launch = 0
         self._trim = heap.PeriodicTrim(trim_every)
+        self.compressor = compressor  # see [Note: compressed buckets] in compress/base.py
+        self._codecs = [compressor.codec(b.index, b.flat, b.views) for b in self._buckets] if compressor else None
         for bucket in self._buckets:
             for position, param in enumerate(bucket.params):
                 if not find_unused_parameters:  # see [Note: unused parameters]
@@ -110,9 +113,12 @@ class DataParallel(StrategyModule):
             bucket = self._buckets[self._next_to_launch]
             if len(bucket.ready) < len(bucket.params):
                 return
-            if self.world_size > 1:
-                bucket.flat.div_(self.world_size)
-            bucket.work = comm.all_reduce(bucket.flat, group=self.group, async_op=True)
+            if self._codecs is not None:
+                bucket.work = self._codecs[bucket.index].start(bucket.flat, bucket.views, self.group)
+            else:
+                if self.world_size > 1:
+                    bucket.flat.div_(self.world_size)
+                bucket.work = comm.all_reduce(bucket.flat, group=self.group, async_op=True)
             self._next_to_launch += 1
 
     def _finish_backward(self) -> None:

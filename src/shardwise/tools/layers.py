@@ -22,7 +22,7 @@ Graph = dict[str, set[str]]
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "checks", "paths", "vocab", "flat"),        # L0 foundation
     ("runtime", "comm", "models", "data"),                 # L1
-    ("strategy",),                                         # L2 strategy base
+    ("strategy", "compress"),                              # L2 strategy base, gradient compressors
     ("ddp", "zero", "ps"),                                 # L3 strategy families
     ("api", "checkpoint", "plan", "convex", "testing"),    # L4
     ("train", "bench"),                                    # L5

@@ -89,6 +89,8 @@ class StrategyConfig:
     """Parameter server: sync, async or ssp."""
     staleness: int | None = None
     """Parameter server ssp: steps a worker may run ahead of the slowest."""
+    compress: str | None = None
+    """DDP: gradient compression ("fp16", "bf16", "int8", "topk:RATIO", "powersgd:RANK")."""
 
     def options(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "nproc", "precision")}

@@ -47,7 +47,25 @@ def build_report(config: TrainConfig, per_rank: list[dict], strategy=None) -> di
         "skipped_steps": per_rank[0].get("skipped_steps", []),
         **({"workers": trainers, "servers": nproc - trainers} if trainers != nproc else {}),
         **({"parameter_server": per_rank[0]["server_stats"]} if per_rank[0].get("server_stats") else {}),
+        **compression(config, per_rank, world),
     }
+
+
+def compression(config: TrainConfig, per_rank: list[dict], world: int) -> dict:
+    """{"compression": {method, bytes of the median step and of the whole run, an uncompressed
+    DDP step's bytes, the ratio over the whole run (warm-up steps included) and of the median
+    step}} under --compress (bytes as the communication layer counts them: ring volume per rank)."""
+    method = config.strategy.compress
+    if method in (None, "none") or "trainable_params" not in per_rank[0]:
+        return {}
+    uncompressed = 2 * (world - 1) / world * 4 * per_rank[0]["trainable_params"]
+    step = max(r["comm_bytes_per_step"] for r in per_rank)
+    total = max(r.get("comm_bytes_total", 0) for r in per_rank)
+    steps = len(per_rank[0]["local_losses"])
+    return {"compression": {"method": method, "bytes_per_step": step, "bytes_total": total,
+                            "uncompressed_bytes_per_step": uncompressed,
+                            "ratio": uncompressed * steps / total if total else None,
+                            "ratio_median_step": uncompressed / step if step else None}}
 
 
 def loss_steps(report: dict) -> range:
