@@ -17,6 +17,7 @@ from torch import nn
 
 from .ddp import DDP, NaiveDDP
 from .errors import ConfigError
+from .localsgd import DiLoCo, LocalSGD
 from .ps import ParameterServer
 from .runtime import env
 from .strategy.base import Strategy
@@ -30,6 +31,8 @@ REGISTRY = {
     "zero2": functools.partial(ZeRO, stage=2),
     "zero3": functools.partial(ZeRO, stage=3),
     "ps": ParameterServer,
+    "local-sgd": LocalSGD,
+    "diloco": DiLoCo,
 }
 """Strategy name -> factory of its default object (keyword options override the defaults)."""
 

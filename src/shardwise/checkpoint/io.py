@@ -49,6 +49,9 @@ def save_checkpoint(path, model, optimizer, extra=None, keep: int | None = 2) ->
     target = os.path.join(path, folder)
     state = state_of(model, optimizer)
     shard = local_shard(model, state, rank, world)
+    extra_state = state.extra_state()  # every rank: it may be a collective
+    if rank == 0 and extra_state:
+        shard["strategy_state"] = {key: t.detach().cpu().clone() for key, t in extra_state.items()}
     shard["rng"] = torch.get_rng_state()
     error, digest = None, None
     try:
@@ -103,6 +106,7 @@ def load_checkpoint(path, model, optimizer) -> dict:
         raise ConfigError(f"checkpoint {path} is incomplete: no shard holds all of '{incomplete[0]}'")
     whole = next((s.get("whole", {}) for s in shards if "whole" in s), {})
     load_full_state(model, optimizer, state, params, optim, whole, meta["param_groups"])
+    state.load_extra_state(next((s["strategy_state"] for s in shards if "strategy_state" in s), {}))
     state.load_elsewhere(os.path.abspath(path))
     rank = env.rank()
     if meta["world_size"] == env.world_size() and rank < len(shards):

@@ -36,6 +36,13 @@ def add_parser(subparsers) -> None:
                    help="parameter server ssp: steps a worker may run ahead of the slowest (default 2)")
     p.add_argument("--compress", default=None, metavar="METHOD",
                    help="ddp gradient compression: fp16, bf16, int8, topk:RATIO or powersgd:RANK (default none)")
+    p.add_argument("--period", type=positive_int, default=None,
+                   help="local-sgd: steps between parameter averages (default 8)")
+    p.add_argument("--inner-steps", type=positive_int, default=None,
+                   help="diloco: inner steps between outer steps (default 50)")
+    p.add_argument("--outer-lr", type=positive_real, default=None, help="diloco: outer Nesterov learning rate (default 0.7)")
+    p.add_argument("--outer-momentum", type=real_number(least=0, most=0.999), default=None,
+                   help="diloco: outer Nesterov momentum (default 0.9)")
     p.add_argument("--slow-worker", type=real_number(least=1, most=1000), default=DEFAULTS.slow_worker,
                    help="make worker 0 this many times slower (a straggler)")
     p.add_argument("--grad-clip", type=non_negative_real, default=DEFAULTS.optimization.grad_clip,
@@ -77,7 +84,8 @@ def main(args) -> int:
                                         on_nonfinite=args.on_nonfinite, max_skipped_steps=args.max_skipped_steps),
         strategy=StrategyConfig(name=args.strategy, nproc=args.nproc, precision=args.precision, offload=args.offload,
                                 servers=args.servers, mode=args.mode, staleness=args.staleness,
-                                compress=args.compress),
+                                compress=args.compress, period=args.period, inner_steps=args.inner_steps,
+                                outer_lr=args.outer_lr, outer_momentum=args.outer_momentum),
         checkpointing=CheckpointConfig(save_every=args.save_every, keep=args.keep_checkpoints, resume=args.resume,
                                        out_dir=args.out, run_dir=args.run_dir),
         slow_worker=args.slow_worker, report=args.report, progress=not args.no_progress, timeout_s=args.timeout,

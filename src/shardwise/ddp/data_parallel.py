@@ -95,6 +95,25 @@ class DataParallel(StrategyModule):
         """The bucket buffers, which hold the gradients even between steps."""
         return [bucket.flat for bucket in self._buckets]
 
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The codecs' state: error-feedback residuals as their mean over ranks (what the average
+        update still owes, the same at any world size), the rest (PowerSGD's Q) as it is."""
+        out = {}
+        for index, codec in enumerate(self._codecs or []):
+            for key, value in codec.state_tensors().items():
+                value = value.detach().clone()
+                if key == "residual":
+                    comm.all_reduce(value, group=self.group)
+                    value.div_(self.world_size)
+                out[f"compress.bucket{index}.{key}"] = value
+        return out
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        for index, codec in enumerate(self._codecs or []):
+            mine = {key: state.get(f"compress.bucket{index}.{key}") for key in codec.state_tensors()}
+            if all(v is not None and v.shape == codec.state_tensors()[k].shape for k, v in mine.items()):
+                codec.load_state_tensors(mine)
+
     def _make_hook(self, bucket: GradBucket, position: int):
         def hook(param: torch.Tensor) -> None:
             bucket.adopt_grad(position)

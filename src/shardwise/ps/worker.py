@@ -107,6 +107,12 @@ class WorkerState:
             for name, value in params.items():
                 by_name[name].copy_(value)
 
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
     def save_elsewhere(self, folder: str) -> dict[str, str]:
         return self.model.client.save(folder) if self.model.client.worker_index == 0 else {}
 

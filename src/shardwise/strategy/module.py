@@ -46,6 +46,15 @@ class ShardedState(Protocol):
     def load(self, params: dict[str, torch.Tensor], optim: dict[str, dict]) -> None:
         """Take this rank's part of full parameters and full optimizer state, by name."""
 
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """State of the strategy itself, beside parameters and optimizer (error-feedback residuals,
+        an outer optimizer's momentum), as full tensors by key; every rank calls it (it may be a
+        collective) and rank 0's is saved."""
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take back what `extra_state` saved; keys this strategy does not know are ignored (a
+        checkpoint of another strategy)."""
+
     def save_elsewhere(self, folder: str) -> dict[str, str]:
         """Files other processes write into a save (a parameter server's servers): name -> SHA-256."""
 
@@ -56,8 +65,9 @@ class ShardedState(Protocol):
 class ReplicatedState:
     """The state of a replicated model: every rank holds everything; each saves an even part."""
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, own: Iterable[torch.Tensor] = ()):
-        self.module, self.optimizer, self.own = module, optimizer, list(own)
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, own: Iterable[torch.Tensor] = (),
+                 wrapper: StrategyModule | None = None):
+        self.module, self.optimizer, self.own, self.wrapper = module, optimizer, list(own), wrapper
 
     def tensors(self):
         for p in self.module.parameters():
@@ -75,6 +85,13 @@ class ReplicatedState:
 
     def load(self, params: dict[str, torch.Tensor], optim: dict[str, dict]) -> None:
         load_replicated(self.module, self.optimizer, params, optim)
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return self.wrapper.extra_state() if self.wrapper is not None else {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self.wrapper is not None:
+            self.wrapper.load_extra_state(state)
 
     def save_elsewhere(self, folder: str) -> dict[str, str]:
         return {}
@@ -147,7 +164,14 @@ class StrategyModule(nn.Module):
         return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
     def state(self, optimizer: torch.optim.Optimizer) -> ShardedState:
-        return ReplicatedState(self.module, optimizer, self.own_tensors())
+        return ReplicatedState(self.module, optimizer, self.own_tensors(), self)
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """The strategy's own state to save (see `ShardedState.extra_state`); none by default."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        pass
 
     def own_tensors(self) -> Iterable[torch.Tensor]:
         """Model-state tensors the wrapper keeps besides parameters and `.grad` (flat buffers)."""

@@ -91,6 +91,14 @@ class StrategyConfig:
     """Parameter server ssp: steps a worker may run ahead of the slowest."""
     compress: str | None = None
     """DDP: gradient compression ("fp16", "bf16", "int8", "topk:RATIO", "powersgd:RANK")."""
+    period: int | None = None
+    """local-sgd: steps between parameter averages."""
+    inner_steps: int | None = None
+    """diloco: inner steps between outer steps."""
+    outer_lr: float | None = None
+    """diloco: the outer Nesterov SGD's learning rate."""
+    outer_momentum: float | None = None
+    """diloco: the outer Nesterov SGD's momentum."""
 
     def options(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "nproc", "precision")}

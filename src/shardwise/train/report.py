@@ -40,6 +40,7 @@ def build_report(config: TrainConfig, per_rank: list[dict], strategy=None) -> di
         "peak_rss_bytes": [r["peak_rss_bytes"] for r in per_rank],
         "model_state_bytes": [r["model_state_bytes"] for r in per_rank],
         "comm_bytes_per_step": [r["comm_bytes_per_step"] for r in per_rank],
+        "comm_bytes_total": [r.get("comm_bytes_total", 0) for r in per_rank],
         "global_batch": config.data.global_batch,
         "tokens_per_step": tokens_per_step,
         "config": config.to_dict(),

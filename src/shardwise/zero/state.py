@@ -45,6 +45,12 @@ class ZeroState:
             self.engine.load_full_parameters({id(by_name[name]): value for name, value in params.items()})
         scatter_full_state(self.optimizer, parameter_names(self.module), optim)
 
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
     def save_elsewhere(self, folder: str) -> dict[str, str]:
         return {}
 
