@@ -47,11 +47,13 @@ def row_cells(name: str, entry: dict, report: dict) -> list[str]:
     if entry["comm_bytes_per_step"] is None:
         comm_cell = "-"
     else:
-        comm_cell = f"{megabytes(max(entry['comm_bytes_per_step']))} ({megabytes(predicted['comm_bytes_per_step'])})"
+        predicted_comm = f" ({megabytes(predicted['comm_bytes_per_step'])})" if predicted is not None else ""
+        comm_cell = f"{megabytes(max(entry['comm_bytes_per_step']))}{predicted_comm}"
     if name == report["baseline"]:
         parity = "baseline"
     else:
-        parity = f"{'ok' if entry['parity'] else 'FAILED'} ({entry['loss_abs_diff']:.1e}, {entry['max_abs_param_diff']:.1e})"
+        verdict = "lossy" if entry["parity"] is None else "ok" if entry["parity"] else "FAILED"
+        parity = f"{verdict} ({entry['loss_abs_diff']:.1e}, {entry['max_abs_param_diff']:.1e})"
     return [
         name,
         f"{entry['median_ms']:.1f} ({entry['iqr_ms']:.1f})",
@@ -114,7 +116,7 @@ def warnings(report: dict) -> list[str]:
     return [
         f"WARNING: {name} differs from {report['baseline']} after identical training: final loss by "
         f"{entry['loss_abs_diff']:.2e}, parameters by up to {entry['max_abs_param_diff']:.2e}"
-        for name, entry in report["configs"].items() if not entry["parity"]
+        for name, entry in report["configs"].items() if entry["parity"] is False
     ]
 
 

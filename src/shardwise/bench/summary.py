@@ -4,7 +4,7 @@ predictions beside the measurements (pure: no process group, unit-tested on made
 from __future__ import annotations
 
 from ..plan import comm_bytes_per_step, model_states
-from .config import SHARDWISE_CONFIGS
+from .config import SHARDWISE_CONFIGS, is_exact
 from .memory import CATEGORIES
 from .timing import median, paired_ratios, slowest_rank, summarize
 
@@ -67,7 +67,7 @@ def summarize_configs(per_rank: list[dict], names: tuple[str, ...], baseline: st
         if name in per_rank[0]["comm"]:
             entry.update(comm_summary([r["comm"][name] for r in per_rank]))
         entry["parity"] = (entry["max_abs_param_diff"] <= PARAM_ATOL
-                           and entry["loss_abs_diff"] <= LOSS_ATOL + LOSS_RTOL * abs(baseline_loss))
+                           and entry["loss_abs_diff"] <= LOSS_ATOL + LOSS_RTOL * abs(baseline_loss)) if is_exact(name) else None
         if entry["predicted"] is not None:
             entry["measured_over_predicted"] = measured_over_predicted(entry)
         entries[name] = entry

@@ -17,17 +17,28 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
 from ..api import wrap
+from ..compress.powersgd import PowerSGD
+from ..ddp import DDP
 from ..strategy.module import strategy_module
 from ..strategy.state import full_state_dict
 from .cases import ModelCase
 from .config import SHARDWISE_CONFIGS
 
+SHARDWISE_COMPRESSED = {
+    "ddp_fp16": lambda: DDP(compress="fp16"),
+    "ddp_bf16": lambda: DDP(compress="bf16"),
+    "ddp_int8": lambda: DDP(compress="int8"),
+    "ddp_topk": lambda: DDP(compress="topk:0.01"),
+    "ddp_powersgd": lambda: DDP(compress=PowerSGD(rank=2, warmup_steps=2)),
+}
+
 
 def is_shardwise(name: str) -> bool:
-    return name in SHARDWISE_CONFIGS
+    return name in SHARDWISE_CONFIGS or name in SHARDWISE_COMPRESSED
 
 
 def zero_redundancy_optimizer(plain: torch.optim.Optimizer) -> ZeroRedundancyOptimizer:
@@ -49,6 +60,21 @@ def build_variant(name: str, initial: nn.Module, case: ModelCase, mesh) -> tuple
         return DistributedDataParallel(module), case.optimizer(module)
     if name == "torch_zero1":
         return DistributedDataParallel(module), zero_redundancy_optimizer(case.optimizer(module))
+    if name in ("torch_ddp_fp16", "torch_ddp_powersgd"):
+        # PowerSGD's hook issues its second all-reduce from a future's callback thread; with two
+        # buckets that can interleave with the next bucket's first on gloo and ranks disagree on
+        # the order (an abort). One bucket for both hooks keeps it in order.
+        ddp = DistributedDataParallel(module, bucket_cap_mb=1024)
+        if name == "torch_ddp_fp16":
+            ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
+        else:
+            state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=2, start_powerSGD_iter=2)
+            ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+        return ddp, case.optimizer(module)
+    if name == "local":
+        return module, case.optimizer(module)
+    if name in SHARDWISE_COMPRESSED:
+        return wrap(module, case.optimizer(module), strategy=SHARDWISE_COMPRESSED[name]())
     if name == "torch_fsdp2":
         for unit in case.fsdp_units(module):
             fully_shard(unit, mesh=mesh)
@@ -65,6 +91,8 @@ def full_state(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
         return full_state_dict(model)
     if name == "torch_fsdp2":
         return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach() for k, v in model.state_dict().items()}
+    if name == "local":
+        return {k: v.detach() for k, v in model.state_dict().items()}
     return {k: v.detach() for k, v in model.module.state_dict().items()}
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ..bench.config import CONFIG_NAMES, RSS_MODES, BenchConfig, parse_configs
+from ..bench.config import COMPRESSED_CONFIGS, CONFIG_NAMES, RSS_MODES, BenchConfig, parse_configs
 from ..errors import ConfigError
 from ..paths import check_folder_writable, check_writable
 from .parser import non_negative_int, positive_int, positive_real
@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--width", type=positive_int, default=None, help="MLP width (with --depth: an MLP of that size)")
     p.add_argument("--depth", type=positive_int, default=None, help="MLP depth, Linear + GELU blocks")
     p.add_argument("--configs", type=config_list, default="all",
-                   help=f"comma-separated, in timing order, from: {', '.join(CONFIG_NAMES)}")
+                   help=f"comma-separated, in timing order, from: {', '.join(CONFIG_NAMES)} (all of these: 'all'), "
+                        f"and {', '.join(COMPRESSED_CONFIGS)}")
     p.add_argument("--nproc", type=positive_int, default=DEFAULTS.nproc, help="local ranks")
     p.add_argument("--steps", type=positive_int, default=DEFAULTS.steps, help="timed steps per configuration")
     p.add_argument("--warmup", type=non_negative_int, default=DEFAULTS.warmup, help="untimed steps per configuration first")
