@@ -19,13 +19,13 @@ model = MLP(512, 8)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 x = torch.randn(64, 512)
 counts = []
-for step in range(12):
+for step in range(20):
     before = faults()
     model(x).square().mean().backward()
     optimizer.step()
     optimizer.zero_grad()
     counts.append(faults() - before)
-print(kept, sum(counts[4:]))  # the last eight steps
+print(kept, sum(counts[4:]))  # the last sixteen steps
 """
 
 
@@ -39,6 +39,6 @@ def _faults_in_last_steps(malloc: str) -> tuple[str, int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and minor-fault counts are Linux's")
 def test_kept_memory_is_reused_without_page_faults():
     kept, faults = _faults_in_last_steps("keep")
-    assert kept == "True" and faults < 2000  # steady state: next to nothing faulted in (measured 0-1,024)
+    assert kept == "True" and faults < 3000  # steady state: next to nothing faulted in (measured 0-1,300)
     kept, faults = _faults_in_last_steps("system")
-    assert kept == "False" and faults > 5000  # glibc's defaults: 10,000-25,000 (gradients, Adam's temporaries)
+    assert kept == "False" and faults > 10000  # glibc's defaults: 20,000-90,000 (gradients, Adam's temporaries)
