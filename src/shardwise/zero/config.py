@@ -40,6 +40,12 @@ class ZeRO(StrategyDefaults):
     broadcast_buffers: bool = True
     """Before each forward, copy rank 0's buffers (BatchNorm statistics) to every rank, as PyTorch
     DDP does; skipped when the model has no buffers."""
+    quantized_gradients: bool = False
+    """Reduce-scatter gradients as int8 with a scale per block (ZeRO++'s qgZ): a quarter of the
+    bytes; each peer's contribution is rounded once ([Note: quantized collectives])."""
+    quantized_weights: bool = False
+    """Stage 3: all-gather parameters as int8 with a scale per block (ZeRO++'s qwZ); the fp32
+    masters the optimizer updates stay exact."""
 
     def __post_init__(self):
         if self.stage not in (1, 2, 3):
@@ -51,6 +57,9 @@ class ZeRO(StrategyDefaults):
             raise ConfigError("prefetch must be >= 0 and max_inflight >= 1")
         as_dtype(self.param_dtype)
         as_dtype(self.reduce_dtype)
+        if self.quantized_weights and self.stage != 3:
+            raise ConfigError("quantized_weights applies to ZeRO stage 3 (its parameter gathers), not stage "
+                              f"{self.stage}")
 
     @property
     def name(self) -> str:

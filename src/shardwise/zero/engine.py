@@ -128,7 +128,9 @@ class ZeroEngine:
         def make(params, gather_buffer=None) -> FlatUnit:
             unit = FlatUnit(len(units), params, self.group, self.rank, self.world_size, stage=self.stage,
                             param_dtype=self.param_dtype, reduce_dtype=self.reduce_dtype, master_device=self.master_device,
-                            gather_buffer=gather_buffer, grad_pool=grad_pool, scratch_pool=scratch_pool)
+                            gather_buffer=gather_buffer, grad_pool=grad_pool, scratch_pool=scratch_pool,
+                            quantized_gradients=self.config.quantized_gradients,
+                            quantized_weights=self.config.quantized_weights)
             units.append(unit)
             return unit
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import comm
+from ..comm import quantized
 from ..flat.layout import FlatLayout
 
 
@@ -30,7 +31,8 @@ STATE_TAG_BASE = 3 << 16  # whole-parameter gathers: state dicts, sw.gathered
 class FlatUnit:
     def __init__(self, index: int, params: list[nn.Parameter], group, rank: int, world_size: int, *,
                  stage: int, param_dtype: torch.dtype, reduce_dtype: torch.dtype, master_device: torch.device,
-                 gather_buffer: torch.Tensor | None = None, grad_pool=None, scratch_pool=None):
+                 gather_buffer: torch.Tensor | None = None, grad_pool=None, scratch_pool=None,
+                 quantized_gradients: bool = False, quantized_weights: bool = False):
         self.index = index
         self.params = params
         self.shapes = [p.shape for p in params]
@@ -46,6 +48,9 @@ class FlatUnit:
         self.grad_pool, self.scratch_pool = grad_pool, scratch_pool  # see [Note: buffer reuse]
         self.slot: int | None = None  # stage 3: which gather slot this unit uses (None: its own buffer)
         self.in_use = False  # stage 3: gathered for a forward or backward that is running
+        # int8 collectives (ZeRO++), see [Note: quantized collectives]; nothing to send at N = 1
+        self.quantized_gradients = quantized_gradients and world_size > 1
+        self.quantized_weights = quantized_weights and world_size > 1
 
         initial = torch.zeros(self.layout.padded_total, dtype=torch.float32, device=self.device)  # 1D, padded
         with torch.no_grad():
@@ -92,6 +97,12 @@ class FlatUnit:
         Tagged with the unit's index, so that it pairs only with the same unit's gather on the
         other ranks (see [Note: desynchronised forwards])."""
         self.gathered = True
+        if self.quantized_weights:
+            work = quantized.all_gather_int8(self.full, self.shard, comm.default_group(self.group), GATHER_TAG_BASE + self.index)
+            if async_op:
+                return work
+            work.wait()
+            return None
         return comm.all_gather(self.full, self.shard, group=self.group, async_op=async_op, tag=GATHER_TAG_BASE + self.index)
 
     def use_full(self, full: torch.Tensor | None = None) -> None:
@@ -137,6 +148,10 @@ class FlatUnit:
         """Reduce-scatter the gradient buffer; this rank's sum lands in its own chunk, in place."""
         own = self.grad_full[self.lo:self.hi]
         self._scratch = self.scratch_pool.acquire()
+        if self.quantized_gradients:
+            self.work = quantized.reduce_scatter_int8(own, self.grad_full, comm.default_group(self.group),
+                                                      REDUCE_TAG_BASE + self.index)
+            return
         self.work = comm.reduce_scatter(own, self.grad_full, group=self.group, async_op=True, scratch=self._scratch,
                                        tag=REDUCE_TAG_BASE + self.index)
 
