@@ -9,11 +9,10 @@ import torch
 
 import shardwise as sw
 from shardwise import api, comm
-from shardwise.data.sampler import rank_slice
 from shardwise.strategy.base import StrategyDefaults
 from shardwise.strategy.module import StrategyModule
-from shardwise.testing.cases import CASES, GLOBAL_BATCH
 from shardwise.testing.parity import ATOL, RTOL
+from shardwise.testing.slices import train_slices
 
 
 class AllReduceAtStep(StrategyModule):
@@ -51,19 +50,8 @@ class Toy(StrategyDefaults):
 
 def _train(strategy, steps, save=None, load=None):
     api.REGISTRY.setdefault("toy", Toy)  # the one registry line, in each rank's process
-    case = CASES["gpt_tied"]
-    torch.manual_seed(0)
-    model = case.build()
-    model, optimizer = sw.wrap(model, torch.optim.Adam(model.parameters(), lr=1e-3), strategy=strategy)
-    start = sw.load_checkpoint(load, model, optimizer)["step"] if load else 0
-    for step in range(start, start + steps):
-        x, y = case.batch(step)
-        mine = rank_slice(GLOBAL_BATCH, sw.rank(), sw.world_size())
-        case.loss(model, x[mine], y[mine]).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    if save:
-        sw.save_checkpoint(save, model, optimizer, extra={"step": start + steps})
+    model, optimizer, _ = train_slices("gpt_tied", strategy, steps, save, load,
+                                       optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
     return sw.full_state_dict(model), sw.model_state_bytes(model, optimizer), sw.strategy_names()
 
 

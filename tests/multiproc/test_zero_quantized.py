@@ -6,25 +6,14 @@ import pytest
 import torch
 
 import shardwise as sw
-from shardwise.data.sampler import rank_slice
-from shardwise.testing.cases import CASES, GLOBAL_BATCH
+from shardwise.testing.slices import train_slices
 
 
 def _train(strategies: dict, steps: int) -> dict:
     out = {}
     for name, strategy in strategies.items():
-        case = CASES["frozen_sgd"]
-        torch.manual_seed(0)
-        model = case.build()
-        start = {k: v.clone() for k, v in model.state_dict().items()}
-        model, optimizer = sw.wrap(model, case.optimizer(model), strategy=strategy)
         sw.reset_comm_stats()
-        for step in range(steps):
-            x, y = case.batch(step)
-            mine = rank_slice(GLOBAL_BATCH, sw.rank(), sw.world_size())
-            case.loss(model, x[mine], y[mine]).backward()
-            optimizer.step()
-            optimizer.zero_grad()
+        model, _, start = train_slices("frozen_sgd", strategy, steps)
         stats = sw.comm_stats()
         out[name] = {"state": sw.full_state_dict(model), "start": start, "stats": stats}
     return out

@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .. import comm
+from ..comm.pairwise import PairwiseWork as Finish  # a codec's handle: collectives in flight, then what to do once
 
 COMPRESS_TAG_BASE = 4 << 16  # gloo pairwise all-gathers of compressed buckets: base + 4 * bucket + k
 
@@ -49,22 +50,6 @@ class Compressor(Protocol):
     def codec(self, bucket_index: int, flat: torch.Tensor, views: list[torch.Tensor]) -> Codec: ...
 
 
-class Finish:
-    """A handle that waits for collectives in flight, then runs `then()` once."""
-
-    def __init__(self, works: list, then=None):
-        self.works, self.then = works, then
-
-    def wait(self) -> bool:
-        for work in self.works:
-            work.wait()
-        self.works = []
-        if self.then is not None:
-            then, self.then = self.then, None
-            then()
-        return True
-
-
 class Residual:
     """Error feedback over a flat buffer: what was not sent, to add to the next gradient."""
 
@@ -78,6 +63,18 @@ class Residual:
     def keep(self, corrected: torch.Tensor, sent: torch.Tensor) -> None:
         """residual = corrected - sent (`sent`: what the others will decode of this rank's part)."""
         torch.sub(corrected, sent, out=self.value)
+
+
+class ResidualState:
+    """`state_tensors` / `load_state_tensors` of a codec whose only state is its residual."""
+
+    residual: Residual
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"residual": self.residual.value}
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        self.residual.value.copy_(state["residual"])
 
 
 def world_of(group) -> int:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from .. import comm
-from .base import COMPRESS_TAG_BASE, Finish, Residual, world_of
+from .base import COMPRESS_TAG_BASE, Finish, Residual, ResidualState, world_of
 
 
-class Int8Codec:
+class Int8Codec(ResidualState):
     def __init__(self, bucket_index: int, flat: torch.Tensor, chunk: int):
         self.tag = COMPRESS_TAG_BASE + 4 * bucket_index
         self.chunk = max(1, min(chunk, flat.numel()))  # a small bucket is one chunk, unpadded
@@ -65,11 +65,6 @@ class Int8Codec:
             total.addcmul_(q[r].float(), scales[r])
         flat.copy_(total.view(-1)[:flat.numel()].div_(world))
 
-    def state_tensors(self) -> dict:
-        return {"residual": self.residual.value}
-
-    def load_state_tensors(self, state: dict) -> None:
-        self.residual.value.copy_(state["residual"])
 
 
 @dataclass(frozen=True)

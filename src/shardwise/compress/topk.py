@@ -16,10 +16,10 @@ import torch
 
 from .. import comm
 from ..errors import ConfigError
-from .base import COMPRESS_TAG_BASE, Finish, Residual, world_of
+from .base import COMPRESS_TAG_BASE, Finish, Residual, ResidualState, world_of
 
 
-class TopKCodec:
+class TopKCodec(ResidualState):
     def __init__(self, bucket_index: int, flat: torch.Tensor, ratio: float):
         self.tag = COMPRESS_TAG_BASE + 4 * bucket_index
         self.k = max(1, math.ceil(ratio * flat.numel()))
@@ -58,11 +58,6 @@ class TopKCodec:
             flat.index_add_(0, self.gathered_indices[part].long(), self.gathered_values[part])
         flat.div_(world)
 
-    def state_tensors(self) -> dict:
-        return {"residual": self.residual.value}
-
-    def load_state_tensors(self, state: dict) -> None:
-        self.residual.value.copy_(state["residual"])
 
 
 @dataclass(frozen=True)
