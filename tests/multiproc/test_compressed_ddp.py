@@ -6,8 +6,9 @@ import torch
 
 import shardwise as sw
 from shardwise.compress.powersgd import PowerSGD
+from shardwise.data.sampler import rank_slice
+from shardwise.testing.cases import CASES, GLOBAL_BATCH
 from shardwise.testing.parity import Run, check_parity
-from shardwise.testing.slices import train_slices
 
 FULL_RANK = PowerSGD(rank=1024, warmup_steps=0, min_compression_rate=0)  # every matrix, at full rank
 
@@ -27,8 +28,18 @@ def _train(strategies, steps: int):
     """The odd MLP (SGD with momentum) under each strategy in turn, same start and batches; parameters and bytes per step."""
     out = {}
     for name, strategy in strategies.items():
-        sw.reset_comm_stats()  # SGD with momentum: compression error stays linear in the update
-        model, _, start = train_slices("frozen_sgd", strategy, steps)
+        case = CASES["frozen_sgd"]  # SGD with momentum: compression error stays linear in the update
+        torch.manual_seed(0)
+        model = case.build()
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        model, optimizer = sw.wrap(model, case.optimizer(model), strategy=strategy)
+        sw.reset_comm_stats()
+        for step in range(steps):
+            x, y = case.batch(step)
+            mine = rank_slice(GLOBAL_BATCH, sw.rank(), sw.world_size())
+            case.loss(model, x[mine], y[mine]).backward()
+            optimizer.step()
+            optimizer.zero_grad()
         out[name] = {"state": sw.full_state_dict(model), "start": start, "bytes": sw.comm_stats()["total"] / steps}
     return out
 
