@@ -18,6 +18,7 @@ from torch import nn
 from .ddp import DDP, NaiveDDP
 from .errors import ConfigError
 from .localsgd import DiLoCo, LocalSGD
+from .pipeline import Pipeline
 from .ps import ParameterServer
 from .runtime import env
 from .strategy.base import Strategy
@@ -33,6 +34,7 @@ REGISTRY = {
     "ps": ParameterServer,
     "local-sgd": LocalSGD,
     "diloco": DiLoCo,
+    "pipeline": Pipeline,
 }
 """Strategy name -> factory of its default object (keyword options override the defaults)."""
 

@@ -160,6 +160,18 @@ def recv(tensor: torch.Tensor, src: int | None = None, group=None, tag: int = 0)
     return sender[0]
 
 
+def isend(tensor: torch.Tensor, dst: int, group=None, tag: int = 0) -> Guarded:
+    """Start sending `tensor` to global rank `dst`; keep `tensor` unchanged until `wait()`."""
+    PROCESS_STATS.record("send", _nbytes(tensor), group_size(group))
+    return _guard("send", lambda: dist.isend(tensor, dst=dst, group=group, tag=tag), True)
+
+
+def irecv(tensor: torch.Tensor, src: int, group=None, tag: int = 0) -> Guarded:
+    """Start receiving `tensor` from global rank `src`; read it after `wait()`."""
+    PROCESS_STATS.record("recv", _nbytes(tensor), group_size(group))
+    return _guard("recv", lambda: dist.irecv(tensor, src=src, group=group, tag=tag), True)
+
+
 def irecv_any(tensor: torch.Tensor, group=None):
     """Start receiving `tensor` from whichever rank sends first; poll `is_completed()`, then
     `source()` names the sender. Counted as recv."""

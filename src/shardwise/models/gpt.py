@@ -141,6 +141,12 @@ class GPT(nn.Module):
             hidden = block(hidden)
         return self.lm_head(self.final_norm(hidden))
 
+    def pipeline_layers(self) -> list[tuple[str, nn.Module]]:
+        """The forward as a chain of layers for pipeline parallelism: "embeddings" (token ids to
+        hidden states), "blocks.0" ... , "head" (final norm and the tied output projection)."""
+        return [("embeddings", _Embeddings(self)), *((f"blocks.{i}", b) for i, b in enumerate(self.blocks)),
+                ("head", _Head(self))]
+
     def num_params(self) -> int:
         """Number of scalar parameters, each shared Parameter (the tied head) counted once."""
         return sum(p.numel() for p in self.parameters())  # parameters() already de-duplicates
@@ -176,6 +182,32 @@ class GPT(nn.Module):
         finally:
             self.train(was_training)
         return idx
+
+
+class _Embeddings(nn.Module):
+    """GPT's first layer in a pipeline: token + position embeddings (and dropout)."""
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.token_embedding, self.position_embedding = gpt.token_embedding, gpt.position_embedding
+        self.embedding_dropout, self.block_size = gpt.embedding_dropout, gpt.config.block_size
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.shape[1] > self.block_size:
+            raise ConfigError(f"sequence length {idx.shape[1]} exceeds the model's block_size {self.block_size}")
+        positions = torch.arange(idx.shape[1], device=idx.device)
+        return self.embedding_dropout(self.token_embedding(idx) + self.position_embedding(positions))
+
+
+class _Head(nn.Module):
+    """GPT's last layer in a pipeline: final norm and the output projection (tied to the embedding)."""
+
+    def __init__(self, gpt: GPT):
+        super().__init__()
+        self.final_norm, self.lm_head = gpt.final_norm, gpt.lm_head
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.final_norm(hidden))
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

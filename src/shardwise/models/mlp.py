@@ -35,3 +35,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_out]
         return self.layers(x)
+
+    def pipeline_layers(self) -> list[tuple[str, nn.Module]]:
+        """The layers in order, named as in the state dict, for pipeline parallelism."""
+        return [(f"layers.{name}", layer) for name, layer in self.layers.named_children()]

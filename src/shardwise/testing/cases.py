@@ -36,6 +36,10 @@ def _odd_mlp() -> nn.Module:
     return MLP(d_in=7, width=13, depth=3, d_out=5)
 
 
+def _deep_odd_mlp() -> nn.Module:
+    return MLP(d_in=7, width=13, depth=5, d_out=5)  # 10 layers: room for 8 pipeline stages
+
+
 def _frozen_mlp() -> nn.Module:
     model = _odd_mlp()
     for p in list(model.parameters())[:2]:
@@ -45,6 +49,10 @@ def _frozen_mlp() -> nn.Module:
 
 def _tiny_gpt() -> nn.Module:
     return GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16))
+
+
+def _deep_gpt() -> nn.Module:
+    return GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=6, n_head=2, n_embd=16))  # 8 pipeline layers
 
 
 def _adam(model):
@@ -97,4 +105,6 @@ CASES: dict[str, Case] = {
     "mlp_groups": Case(_odd_mlp, _adamw_groups, _regression_batch, _mse),
     "frozen_sgd": Case(_frozen_mlp, _sgd_momentum, _regression_batch, _mse),
     "gpt_tied": Case(_tiny_gpt, _gpt_adamw, _token_batch, _lm),
+    "mlp_deep": Case(_deep_odd_mlp, _adam, _regression_batch, _mse),
+    "gpt_deep": Case(_deep_gpt, _gpt_adamw, _token_batch, _lm),
 }

@@ -1,0 +1,51 @@
+"""Parity for model-parallel strategies: the model trained through `model.train_step` on every
+rank equals one process training on the whole global batch (docs/api.md, Parity)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..api import wrap
+from ..models.gpt import lm_loss
+from ..runtime import env
+from .cases import CASES
+from .parity import Run, compare, run_reference
+
+CRITERIA = {"mlp": F.mse_loss, "mlp_groups": F.mse_loss, "frozen_sgd": F.mse_loss, "mlp_deep": F.mse_loss,
+            "gpt_tied": lm_loss, "gpt_deep": lm_loss}
+
+
+def train_steps_on_rank(run: Run) -> dict:
+    """This rank's part of `run`: the whole global batch into `model.train_step` (a data-parallel
+    mesh hands each replica its slice itself)."""
+    case = CASES[run.case]
+    torch.manual_seed(env.rank())  # ranks start different; wrap must make them equal
+    model = case.build()
+    model, optimizer = wrap(model, case.optimizer(model), strategy=run.strategy)
+    losses = []
+    for step in range(run.steps):
+        x, y = case.batch(step)
+        loss = model.train_step(x, y, CRITERIA[run.case])
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    return {"losses": losses, "state": model.full_state_dict()}
+
+
+def run_all(runs: list[Run]) -> list[dict]:
+    return [train_steps_on_rank(run) for run in runs]
+
+
+def check_model_parallel_parity(runs: list[Run], world_size: int, timeout_s: float = 240) -> list[str]:
+    """Mismatches against the single-process reference (empty: parity). Every rank reports the
+    mean loss of the whole batch, so each is compared with the reference's loss."""
+    from ..runtime import launch
+
+    per_rank = launch(run_all, world_size, args=(runs,), timeout_s=timeout_s)
+    problems = []
+    for index, run in enumerate(runs):
+        reference = run_reference(run)
+        for rank, results in enumerate(per_rank):
+            problems += [f"rank {rank}: {p}" for p in compare(run, reference, [results[index]])]
+    return problems

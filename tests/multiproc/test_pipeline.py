@@ -1,0 +1,18 @@
+"""Pipeline parallelism trains to the parameters of one process on the whole batch, for every
+schedule, on an odd-sized MLP and on the GPT whose embedding is tied to its output head across
+the first and last stage."""
+
+import pytest
+
+import shardwise as sw
+from shardwise.testing.parity import Run
+from shardwise.testing.pipeline_parity import check_model_parallel_parity
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stages", [2, 4])
+def test_pipeline_parity_every_schedule(stages):
+    runs = [Run(case, sw.Pipeline(stages=stages, microbatches=m, schedule=schedule), steps=4)
+            for case in ("mlp_deep", "gpt_deep")
+            for schedule, m in (("gpipe", 4), ("1f1b", 8), ("interleaved-1f1b", 2 * stages))]
+    assert check_model_parallel_parity(runs, stages) == []

@@ -1,0 +1,85 @@
+"""Pipeline schedules as data: order, matching sends and receives, no deadlock, and the bubble and
+stored activations of the formulas, all without processes."""
+
+import pytest
+
+from shardwise.errors import ConfigError
+from shardwise.pipeline.formulas import bubble_fraction, peak_stored
+from shardwise.pipeline.schedules import Action, make_schedule
+from shardwise.pipeline.simulate import Deadlock, simulate
+
+CASES = [(name, p, m, v) for name in ("gpipe", "1f1b") for p, m in [(1, 1), (1, 3), (2, 1), (2, 4), (3, 5), (4, 2), (4, 8), (5, 16)]
+         for v in (1,)]
+CASES += [("interleaved-1f1b", p, m, v) for p, m, v in [(1, 2, 2), (2, 2, 2), (2, 4, 2), (2, 6, 3), (3, 6, 2), (4, 4, 2),
+                                                          (4, 8, 2), (4, 8, 4), (4, 16, 3), (4, 8, 1)]]
+
+
+@pytest.mark.parametrize("name,p,m,v", CASES)
+def test_every_microbatch_forward_before_backward_once(name, p, m, v):
+    schedule = make_schedule(name, p, m, v)
+    seen = {}
+    for rank, actions in enumerate(schedule.actions):
+        for index, action in enumerate(actions):
+            if action.kind in ("F", "B"):
+                assert schedule.rank_of(action.stage) == rank
+                key = (action.kind, action.microbatch, action.stage)
+                assert key not in seen
+                seen[key] = index
+        for (kind, mb, stage), index in seen.items():
+            if kind == "B" and schedule.rank_of(stage) == rank:
+                assert seen[("F", mb, stage)] < index
+    assert len(seen) == 2 * m * p * v
+
+
+@pytest.mark.parametrize("name,p,m,v", CASES)
+def test_sends_match_receives(name, p, m, v):
+    schedule = make_schedule(name, p, m, v)
+    sends, receives = [], []
+    for rank, actions in enumerate(schedule.actions):
+        for a in actions:
+            if a.kind == "send_act":
+                sends.append(("act", a.microbatch, a.stage, rank, schedule.rank_of(a.stage + 1)))
+            elif a.kind == "recv_act":
+                receives.append(("act", a.microbatch, a.stage - 1, schedule.rank_of(a.stage - 1), rank))
+            elif a.kind == "send_grad":
+                sends.append(("grad", a.microbatch, a.stage - 1, rank, schedule.rank_of(a.stage - 1)))
+            elif a.kind == "recv_grad":
+                receives.append(("grad", a.microbatch, a.stage, schedule.rank_of(a.stage + 1), rank))
+    assert sorted(sends) == sorted(receives)
+    assert len(sends) == 2 * m * (p * v - 1)
+
+
+@pytest.mark.parametrize("name,p,m,v", CASES)
+@pytest.mark.parametrize("forward,backward", [(1.0, 1.0), (1.0, 2.0)])
+def test_simulated_bubble_and_activations_equal_the_formulas(name, p, m, v, forward, backward):
+    sim = simulate(make_schedule(name, p, m, v), forward, backward)
+    assert sim.bubble == pytest.approx(bubble_fraction(p, m, v), abs=1e-12)
+    assert sim.peak_stored == pytest.approx([peak_stored(name, p, m, r, v) for r in range(p)])
+
+
+def test_1f1b_stores_fewer_activations_than_gpipe():
+    assert max(simulate(make_schedule("1f1b", 4, 8)).peak_stored) == 4
+    assert max(simulate(make_schedule("gpipe", 4, 8)).peak_stored) == 8
+
+
+def test_interleaving_divides_the_bubble():
+    assert simulate(make_schedule("interleaved-1f1b", 4, 8, 2)).bubble < simulate(make_schedule("1f1b", 4, 8)).bubble
+
+
+def test_a_wrong_order_deadlocks():
+    schedule = make_schedule("1f1b", 2, 2)
+    rank0 = list(schedule.actions[0])
+    # rank 0 waits for micro-batch 0's gradient before sending its activation
+    rank0.remove(Action("recv_grad", 0, 0))
+    rank0.insert(1, Action("recv_grad", 0, 0))
+    bad = type(schedule)(schedule.name, 2, 2, 1, (tuple(rank0), schedule.actions[1]))
+    with pytest.raises(Deadlock):
+        simulate(bad)
+
+
+@pytest.mark.parametrize("call", [lambda: make_schedule("zigzag", 2, 4), lambda: make_schedule("1f1b", 0, 4),
+                                  lambda: make_schedule("gpipe", 2, 0), lambda: make_schedule("interleaved-1f1b", 4, 6),
+                                  lambda: make_schedule("1f1b", 2, 4, 2)])
+def test_bad_schedules_are_refused(call):
+    with pytest.raises(ConfigError):
+        call()
