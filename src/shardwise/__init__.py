@@ -9,6 +9,7 @@ from .comm import comm_stats, reset_comm_stats
 from .ddp import DDP, NaiveDDP
 from .localsgd import DiLoCo, LocalSGD
 from .pipeline import Pipeline
+from .tensor_parallel import TensorParallel
 from .errors import ConfigError, ShardwiseError, WorkerError
 from .runtime import init, launch, rank, world_size
 from .strategy.state import full_state_dict, gathered, model_state_bytes
@@ -18,7 +19,7 @@ from .zero import ZeRO
 __version__ = "0.1.0"
 
 __all__ = [
-    "DDP", "DiLoCo", "LocalSGD", "NaiveDDP", "ParameterServer", "Pipeline", "ZeRO", "ConfigError", "ShardwiseError", "WorkerError",
+    "DDP", "DiLoCo", "LocalSGD", "NaiveDDP", "ParameterServer", "Pipeline", "TensorParallel", "ZeRO", "ConfigError", "ShardwiseError", "WorkerError",
     "comm_stats", "reset_comm_stats", "full_state_dict", "gathered", "model_state_bytes",
     "init", "launch", "load_checkpoint", "save_checkpoint", "rank", "world_size", "strategy_names", "wrap",
 ]

@@ -19,6 +19,7 @@ from .ddp import DDP, NaiveDDP
 from .errors import ConfigError
 from .localsgd import DiLoCo, LocalSGD
 from .pipeline import Pipeline
+from .tensor_parallel import TensorParallel
 from .ps import ParameterServer
 from .runtime import env
 from .strategy.base import Strategy
@@ -35,6 +36,7 @@ REGISTRY = {
     "local-sgd": LocalSGD,
     "diloco": DiLoCo,
     "pipeline": Pipeline,
+    "tensor-parallel": TensorParallel,
 }
 """Strategy name -> factory of its default object (keyword options override the defaults)."""
 

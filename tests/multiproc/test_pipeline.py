@@ -16,3 +16,10 @@ def test_pipeline_parity_every_schedule(stages):
             for case in ("mlp_deep", "gpt_deep")
             for schedule, m in (("gpipe", 4), ("1f1b", 8), ("interleaved-1f1b", 2 * stages))]
     assert check_model_parallel_parity(runs, stages) == []
+
+
+@pytest.mark.timeout(300)
+def test_tensor_parallel_parity():
+    # the odd MLP's 13 features split 7 + 6; the GPT's attention by heads, its MLP 32 + 32
+    runs = [Run(case, sw.TensorParallel(size=2), steps=4) for case in ("mlp", "mlp_deep", "gpt_tied")]
+    assert check_model_parallel_parity(runs, 2) == []

@@ -51,6 +51,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
         self.dropout = config.dropout
         self.qkv_proj = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -58,10 +59,14 @@ class CausalSelfAttention(nn.Module):
         self.residual_dropout = nn.Dropout(config.dropout)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, T, C]
-        batch, seq_len, width = hidden.shape
-        q, k, v = self.qkv_proj(hidden).split(width, dim=2)
+        batch, seq_len, _ = hidden.shape
+        qkv = self.qkv_proj(hidden)
+        # The heads this module computes follow from qkv's width: all of them, or under tensor
+        # parallelism (qkv_proj split by heads) this rank's share.
+        width = qkv.shape[-1] // 3
+        q, k, v = qkv.split(width, dim=2)
         # [B, T, C] -> [B, n_head, T, head_dim]
-        q, k, v = (t.view(batch, seq_len, self.n_head, width // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(batch, seq_len, width // self.head_dim, self.head_dim).transpose(1, 2) for t in (q, k, v))
         attended = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
@@ -146,6 +151,13 @@ class GPT(nn.Module):
         hidden states), "blocks.0" ... , "head" (final norm and the tied output projection)."""
         return [("embeddings", _Embeddings(self)), *((f"blocks.{i}", b) for i, b in enumerate(self.blocks)),
                 ("head", _Head(self))]
+
+    def tensor_parallel_plan(self) -> dict[str, str]:
+        """Megatron-LM's split (Shoeybi et al. 2019): attention by heads (q, k and v column-wise
+        in three parts, the output projection row-wise), the MLP's up projection column-wise and
+        its down projection row-wise; embeddings, norms and the tied head replicated."""
+        return {"blocks.*.attn.qkv_proj": "colwise:3", "blocks.*.attn.out_proj": "rowwise",
+                "blocks.*.mlp.up_proj": "colwise", "blocks.*.mlp.down_proj": "rowwise"}
 
     def num_params(self) -> int:
         """Number of scalar parameters, each shared Parameter (the tied head) counted once."""

@@ -36,6 +36,15 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_out]
         return self.layers(x)
 
+    def tensor_parallel_plan(self) -> dict[str, str]:
+        """Linear layers in pairs, column-wise then row-wise (one all-reduce per pair each way);
+        an unpaired last Linear stays whole."""
+        linears = [name for name, layer in self.layers.named_children() if isinstance(layer, nn.Linear)]
+        plan = {}
+        for first, second in zip(linears[0::2], linears[1::2]):
+            plan[f"layers.{first}"], plan[f"layers.{second}"] = "colwise", "rowwise"
+        return plan
+
     def pipeline_layers(self) -> list[tuple[str, nn.Module]]:
         """The layers in order, named as in the state dict, for pipeline parallelism."""
         return [(f"layers.{name}", layer) for name, layer in self.layers.named_children()]

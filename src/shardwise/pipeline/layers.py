@@ -27,14 +27,6 @@ def pipeline_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-def parameter_names(model: nn.Module) -> dict[int, str]:
-    """id(parameter) -> its name in `model` (the first, for a shared parameter)."""
-    names: dict[int, str] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), name)
-    return names
-
-
 def layer_weights(layers: list[tuple[str, nn.Module]]) -> list[int]:
     """Parameters per layer, a shared parameter counted in the first layer that has it."""
     seen: set[int] = set()

@@ -18,10 +18,11 @@ from torch import nn
 
 from .. import comm
 from ..errors import ConfigError
-from ..strategy.module import StrategyModule, optimizer_tensors
+from ..strategy.module import StrategyModule
 from ..strategy.optim_rebuild import optimizer_over_pieces
-from ..strategy.pieces import SavedPiece, load_replicated, make_piece
-from .layers import layer_weights, parameter_names, pipeline_layers
+from ..strategy.parts_state import PartsState
+from ..strategy.prepare import parameter_names
+from .layers import layer_weights, pipeline_layers
 from .runner import PipelineRunner, Stage
 from .schedules import make_schedule
 from .split import balanced_bounds, bounds_at
@@ -64,7 +65,7 @@ def wrap_pipeline(config, module: nn.Module, optimizer, group=None, dp_group=Non
     owned = {id(p) for p in local if min(holders[id(p)]) == me}
     with torch.no_grad():
         for p in module.parameters():
-            if id(p) not in local_ids:
+            if id(p) not in local_ids and p.requires_grad:
                 p.data = torch.empty(0, dtype=p.dtype, device=p.device)  # another rank's: storage freed
                 p.grad = None
     optimizer = optimizer_over_pieces(optimizer, {id(p): [p] for p in local})
@@ -138,60 +139,11 @@ class PipelineModule(StrategyModule):
         return {k: merged[k] for k in everything if k in merged}
 
     def state(self, optimizer):
-        return PipelineState(self, optimizer)
+        return PartsState(optimizer, self.local, self.param_names, self.shapes, self._saves)
+
+    def _saves(self, p) -> bool:
+        """The first rank holding p saves it, in data-parallel replica 0."""
+        return id(p) in self.owned and (self.dp_group is None or dist.get_rank(self.dp_group) == 0)
 
     def own_tensors(self):
         return ()
-
-
-class PipelineState:
-    """This rank's stages' parameters, gradients and optimizer state; saves those it owns whole."""
-
-    def __init__(self, wrapped: PipelineModule, optimizer):
-        self.wrapped, self.optimizer = wrapped, optimizer
-
-    def tensors(self):
-        for p in self.wrapped.local:
-            yield p
-            if p.grad is not None:
-                yield p.grad
-        yield from optimizer_tensors(self.optimizer)
-
-    def shapes(self) -> dict[str, tuple]:
-        return dict(self.wrapped.shapes)
-
-    def pieces(self, rank: int, world_size: int) -> list[SavedPiece]:
-        names = self.wrapped.param_names
-        replicas = comm.group_size(self.wrapped.dp_group) if self.wrapped.dp_group is not None else 1
-        replica = dist.get_rank(self.wrapped.dp_group) if self.wrapped.dp_group is not None else 0
-        out = []
-        for p in self.wrapped.local:
-            if id(p) not in self.wrapped.owned or not p.requires_grad:
-                continue
-            n = p.numel()
-            start, end = n * replica // replicas, n * (replica + 1) // replicas  # replicas share the saving
-            if start == end:
-                continue
-            state = self.optimizer.state.get(p, {})
-            sliced = {k: (v.reshape(-1)[start:end] if torch.is_tensor(v) and v.numel() == n else v)
-                      for k, v in state.items()}
-            out.append(make_piece(names[id(p)], start, end, p.detach().reshape(-1)[start:end], sliced))
-        return out
-
-    def load(self, params: dict[str, torch.Tensor], optim: dict[str, dict]) -> None:
-        names = self.wrapped.param_names
-        local = {names[id(p)] for p in self.wrapped.local}
-        load_replicated(self.wrapped.module, self.optimizer, {k: v for k, v in params.items() if k in local},
-                        {k: v for k, v in optim.items() if k in local})
-
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        pass
-
-    def save_elsewhere(self, folder: str) -> dict[str, str]:
-        return {}
-
-    def load_elsewhere(self, path: str) -> None:
-        pass

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "checks", "paths", "vocab", "flat"),        # L0 foundation
     ("runtime", "comm", "models", "data"),                 # L1
     ("strategy", "compress"),                              # L2 strategy base, gradient compressors
-    ("ddp", "zero", "ps", "localsgd", "pipeline"),         # L3 strategy families
+    ("ddp", "zero", "ps", "localsgd", "pipeline", "tensor_parallel"),  # L3 strategy families
     ("api", "checkpoint", "plan", "convex", "testing"),    # L4
     ("train", "bench"),                                    # L5
     ("cli", "tools", "__init__", "__main__"),              # L6

@@ -1,0 +1,100 @@
+"""The state of a model whose ranks each hold some of its parameters, some as slices: pipeline
+stages, tensor-parallel shards, and both on a mesh.
+
+Each rank keeps `local` parameters; a parameter in `slices` is this rank's slice of a larger
+one (`Slice`: the full shape, the dimension it is cut along and the indices kept). `saves(p)`
+says whether this rank writes p into checkpoints (one copy of every element over all ranks:
+the first stage holding a tied weight, tensor-parallel rank 0 for what is not split, data-
+parallel replica 0). Pieces are element ranges of the full, flattened parameters, so such a
+checkpoint loads into any other layout, and any checkpoint loads into this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .module import optimizer_tensors
+from .pieces import SavedPiece, is_per_element, make_piece
+from .slices import element_ranges, take
+
+
+@dataclass(frozen=True)
+class Slice:
+    full_shape: tuple[int, ...]
+    dim: int
+    indices: tuple[int, ...]
+
+
+class PartsState:
+    def __init__(self, optimizer, local: list[nn.Parameter], names: dict[int, str], shapes: dict[str, tuple],
+                 saves: Callable[[nn.Parameter], bool], slices: dict[int, Slice] | None = None,
+                 extra: Callable[[], dict] | None = None, load_extra: Callable[[dict], None] | None = None):
+        self.optimizer, self.local, self.names, self._shapes = optimizer, local, names, shapes
+        self.saves, self.slices = saves, slices or {}
+        self._extra, self._load_extra = extra, load_extra
+
+    def tensors(self):
+        for p in self.local:
+            yield p
+            if p.grad is not None:
+                yield p.grad
+        yield from optimizer_tensors(self.optimizer)
+
+    def shapes(self) -> dict[str, tuple]:
+        return dict(self._shapes)
+
+    def _ranges(self, p: nn.Parameter) -> list[tuple[int, int, int, int]]:
+        cut = self.slices.get(id(p))
+        if cut is None:
+            return [(0, p.numel(), 0, p.numel())]
+        return element_ranges(cut.full_shape, cut.dim, list(cut.indices))
+
+    def pieces(self, rank: int, world_size: int) -> list[SavedPiece]:
+        out = []
+        for p in self.local:
+            if not p.requires_grad or not self.saves(p):
+                continue
+            flat = p.detach().reshape(-1)
+            state = self.optimizer.state.get(p, {})
+            for full_start, full_end, start, end in self._ranges(p):
+                sliced = {k: (v.reshape(-1)[start:end] if is_per_element(v, p.numel()) else v) for k, v in state.items()}
+                out.append(make_piece(self.names[id(p)], full_start, full_end, flat[start:end], sliced))
+        return out
+
+    def _mine(self, p: nn.Parameter, full: torch.Tensor) -> torch.Tensor:
+        cut = self.slices.get(id(p))
+        if cut is None:
+            return full.reshape(p.shape)
+        return take(full.reshape(cut.full_shape), cut.dim, list(cut.indices))
+
+    def load(self, params: dict[str, torch.Tensor], optim: dict[str, dict]) -> None:
+        for p in self.local:
+            name = self.names[id(p)]
+            if name in params:
+                with torch.no_grad():
+                    p.copy_(self._mine(p, params[name]))
+            if name in optim:
+                full_numel = 1
+                for d in self._shapes.get(name, p.shape):
+                    full_numel *= d
+                self.optimizer.state[p] = {
+                    k: (self._mine(p, v).to(p.device, p.dtype).clone() if is_per_element(v, full_numel)
+                        else (v.clone() if torch.is_tensor(v) else v))
+                    for k, v in optim[name].items()}
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return self._extra() if self._extra is not None else {}
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if self._load_extra is not None:
+            self._load_extra(state)
+
+    def save_elsewhere(self, folder: str) -> dict[str, str]:
+        return {}
+
+    def load_elsewhere(self, path: str) -> None:
+        pass

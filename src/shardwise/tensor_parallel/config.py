@@ -1,0 +1,38 @@
+"""`sw.TensorParallel`: the tensor-parallel strategy object (see [Note: strategy interface])."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from ..strategy.base import StrategyDefaults
+from .plan import parse_style
+
+
+@dataclass(frozen=True)
+class TensorParallel(StrategyDefaults):
+    """Split the model's Linear layers over `size` ranks following `plan` (module-name pattern
+    -> "colwise", "colwise:K", "rowwise" or "replicate"; None: the model's own
+    `tensor_parallel_plan()`, which the built-in GPT has). See [Note: tensor-parallel plan]."""
+
+    size: int = 2
+    plan: dict | None = field(default=None, hash=False)
+
+    name = "tensor-parallel"
+
+    def __post_init__(self):
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ConfigError(f"TensorParallel size must be a positive whole number, got {self.size!r}")
+        if self.plan is not None:
+            if not isinstance(self.plan, dict) or not self.plan:
+                raise ConfigError(f"a tensor-parallel plan is a non-empty dict of pattern -> style, got {self.plan!r}")
+            for style in self.plan.values():
+                parse_style(style)
+
+    def __str__(self) -> str:
+        return f"tensor-parallel(size={self.size})"
+
+    def wrap(self, module, optimizer, group=None):
+        from .module import wrap_tensor_parallel
+
+        return wrap_tensor_parallel(self, module, optimizer, group)
