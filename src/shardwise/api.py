@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .localsgd import DiLoCo, LocalSGD
 from .pipeline import Pipeline
 from .tensor_parallel import TensorParallel
+from .mesh import Mesh
 from .ps import ParameterServer
 from .runtime import env
 from .strategy.base import Strategy
@@ -37,6 +38,7 @@ REGISTRY = {
     "diloco": DiLoCo,
     "pipeline": Pipeline,
     "tensor-parallel": TensorParallel,
+    "mesh": Mesh,
 }
 """Strategy name -> factory of its default object (keyword options override the defaults)."""
 

@@ -23,3 +23,22 @@ def test_tensor_parallel_parity():
     # the odd MLP's 13 features split 7 + 6; the GPT's attention by heads, its MLP 32 + 32
     runs = [Run(case, sw.TensorParallel(size=2), steps=4) for case in ("mlp", "mlp_deep", "gpt_tied")]
     assert check_model_parallel_parity(runs, 2) == []
+
+
+MESHES = [(2, 2, 1), (2, 1, 2), (1, 2, 2)]
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("dp,pp,tp", MESHES)
+def test_mesh_parity(dp, pp, tp):
+    runs = []
+    for case in ("mlp", "gpt_tied"):
+        for dp_strategy in ("ddp", "zero1", "zero2"):
+            for schedule, m in (("1f1b", 4), ("gpipe", 2), ("interleaved-1f1b", 2)):
+                if pp == 1 and schedule != "1f1b":
+                    continue
+                if schedule == "interleaved-1f1b" and case == "mlp":
+                    continue
+                pipeline = sw.Pipeline(stages=pp, microbatches=m, schedule=schedule) if pp > 1 else None
+                runs.append(Run(case, sw.Mesh(dp=dp, pp=pp, tp=tp, dp_strategy=dp_strategy, pipeline=pipeline), steps=3))
+    assert check_model_parallel_parity(runs, dp * pp * tp) == []

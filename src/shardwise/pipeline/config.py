@@ -47,6 +47,9 @@ class Pipeline(StrategyDefaults):
         return f"pipeline(stages={self.stages}, microbatches={self.microbatches}, schedule={self.schedule})"
 
     def wrap(self, module, optimizer, group=None):
+        from ..runtime import env
         from .module import wrap_pipeline
 
-        return wrap_pipeline(self, module, optimizer, group)
+        wrapped = wrap_pipeline(self, module, optimizer, group)
+        env.set_data_parallel(0, 1)  # every rank of a pipeline feeds the same, whole batch
+        return wrapped

@@ -1,11 +1,15 @@
 """The wrapped model of a pipeline: this rank's stages, its optimizer, its share of the state.
 
 Every rank builds the whole model (the same seed gives the same parameters); `wrap` keeps the
-layers of this rank's stages and frees the storage of every other parameter, so a rank holds
-about 1/P of the parameters, gradients and optimizer state. The optimizer is rebuilt over the
-parameters this rank keeps (same class, options and groups). A parameter shared by stages on
-several ranks (tied embeddings) is kept by each, and its gradients are summed over them every
-step; the lowest of those ranks saves it.
+layers of this rank's stages and frees the storage of every other trainable parameter, so a
+rank holds about 1/P of the parameters, gradients and optimizer state. The optimizer is rebuilt
+over the parameters this rank keeps (same class, options and groups). A parameter shared by
+stages on several ranks (tied embeddings) is kept by each, and its gradients are summed over
+them every step; the lowest of those ranks saves it.
+
+On a mesh (shardwise.mesh) the same module also carries the mesh's other dimensions: the
+layers may be tensor-parallel slices (`slices`, gathered by `full_state_dict` over `tp_group`)
+and `replicas` meets the other data-parallel replicas after each step's backward.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..strategy.module import StrategyModule
 from ..strategy.optim_rebuild import optimizer_over_pieces
 from ..strategy.parts_state import PartsState
 from ..strategy.prepare import parameter_names
+from ..strategy.slices import gather_full
 from .layers import layer_weights, pipeline_layers
 from .runner import PipelineRunner, Stage
 from .schedules import make_schedule
@@ -30,17 +35,25 @@ from .split import balanced_bounds, bounds_at
 
 def group_ranks(group) -> list[int]:
     group = comm.default_group(group)
-    return list(dist.get_process_group_ranks(group))
+    return list(dist.get_process_group_ranks(group)) if group is not None else list(range(dist.get_world_size()))
 
 
-def wrap_pipeline(config, module: nn.Module, optimizer, group=None, dp_group=None):
+def _layers(module: nn.Module, stages: int) -> list[tuple[str, nn.Module]]:
+    if stages == 1 and not (hasattr(module, "pipeline_layers") or isinstance(module, nn.Sequential)):
+        return [("", module)]  # one stage: the model as it is
+    return pipeline_layers(module)
+
+
+def wrap_pipeline(config, module: nn.Module, optimizer, group=None, shapes: dict | None = None):
+    """(PipelineModule, optimizer over this rank's parameters). `shapes`: the parameters' full
+    shapes by name when the model was already split (tensor parallelism)."""
     ranks = group_ranks(group)
     if len(ranks) != config.stages:
         raise ConfigError(f"Pipeline(stages={config.stages}) needs {config.stages} ranks in its group, got "
                           f"{len(ranks)}: launch {config.stages} processes, or use sw.Mesh to add data or tensor "
                           f"parallelism")
     schedule = make_schedule(config.schedule, config.stages, config.microbatches, config.virtual)
-    layers = pipeline_layers(module)
+    layers = _layers(module, schedule.stages)
     names = [name for name, _ in layers]
     if config.split is None:
         bounds = balanced_bounds(layer_weights(layers), schedule.stages)
@@ -58,7 +71,8 @@ def wrap_pipeline(config, module: nn.Module, optimizer, group=None, dp_group=Non
             for p in layers[i][1].parameters():
                 holders.setdefault(id(p), set()).add(schedule.rank_of(s))
     param_names = parameter_names(module)
-    shapes = {param_names[id(p)]: tuple(p.shape) for p in module.parameters() if p.requires_grad}
+    if shapes is None:
+        shapes = {param_names[id(p)]: tuple(p.shape) for p in module.parameters() if p.requires_grad}
     local = [p for p in module.parameters() if me in holders.get(id(p), ())]
     local_ids = {id(p) for p in local}
     tied = [(p, sorted(ranks[r] for r in holders[id(p)])) for p in local if len(holders[id(p)]) > 1]
@@ -70,8 +84,7 @@ def wrap_pipeline(config, module: nn.Module, optimizer, group=None, dp_group=Non
                 p.grad = None
     optimizer = optimizer_over_pieces(optimizer, {id(p): [p] for p in local})
     runner = PipelineRunner(schedule, stages, ranks, comm.default_group(group), tied)
-    wrapped = PipelineModule(module, runner, local, owned, shapes, param_names, bounds, names, dp_group)
-    return wrapped, optimizer
+    return PipelineModule(module, runner, local, owned, shapes, param_names), optimizer
 
 
 class PipelineModule(StrategyModule):
@@ -79,48 +92,43 @@ class PipelineModule(StrategyModule):
 
     strategy_name = "pipeline"
 
-    def __init__(self, module, runner: PipelineRunner, local, owned, shapes, param_names, bounds, layer_names,
-                 dp_group=None):
+    def __init__(self, module, runner: PipelineRunner, local, owned, shapes, param_names):
         super().__init__(module)
         self.runner, self.local, self.owned, self.shapes = runner, local, owned, shapes
         self.param_names = param_names
-        self.stage_layers = {s: layer_names[a:b] for s, (a, b) in enumerate(bounds)}
-        self.dp_group = dp_group
+        self.slices: dict = {}
+        self.tp_group, self.tp_rank = None, 0
+        self.replicas, self.dp_group = None, None
+
+    def on_mesh(self, slices: dict, tp_group, replicas, dp_group) -> None:
+        """Join the mesh's other dimensions (tensor-parallel slices, data-parallel replicas)."""
+        self.slices, self.tp_group, self.replicas, self.dp_group = slices, tp_group, replicas, dp_group
+        self.tp_rank = dist.get_rank(tp_group) if tp_group is not None else 0
 
     def forward(self, *args, **kwargs):
+        if len(self.runner.stages) == 1 and self.runner.schedule.stages == 1:
+            return self.module(*args, **kwargs)
         raise ConfigError("a pipeline-parallel model runs whole batches through its stages: train with "
                           "model.train_step(inputs, targets, loss_fn) and evaluate with model.eval_step(inputs, "
                           "targets, loss_fn)")
 
     def train_step(self, inputs, targets, loss_fn) -> torch.Tensor:
-        """Forward and backward of the whole batch through the pipeline; `.grad` then holds the
-        gradient of the mean loss (averaged over data-parallel replicas if any). Returns the mean
-        loss on every rank."""
+        """Forward and backward of the batch through the pipeline; `.grad` then holds the
+        gradient of the mean loss (averaged over data-parallel replicas on a mesh). Returns
+        the mean loss on every rank (over the replicas' batches on a mesh)."""
         loss = self.runner.train_step(inputs, targets, loss_fn)
-        if self.dp_group is not None and self._sync:
-            self._average_over_replicas()
-            loss = loss / comm.group_size(self.dp_group)
-            comm.all_reduce(loss, group=self.dp_group)
-        return loss
+        if self.replicas is not None and self._sync:
+            self.replicas.after_backward()
+        return self._replica_mean(loss)
 
     def eval_step(self, inputs, targets, loss_fn) -> torch.Tensor:
-        loss = self.runner.eval_step(inputs, targets, loss_fn)
-        if self.dp_group is not None:
+        return self._replica_mean(self.runner.eval_step(inputs, targets, loss_fn))
+
+    def _replica_mean(self, loss: torch.Tensor) -> torch.Tensor:
+        if self.dp_group is not None and comm.group_size(self.dp_group) > 1:
             loss = loss / comm.group_size(self.dp_group)
             comm.all_reduce(loss, group=self.dp_group)
         return loss
-
-    def _average_over_replicas(self) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.local]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads]).div_(comm.group_size(self.dp_group))
-        comm.all_reduce(flat, group=self.dp_group)
-        at = 0
-        for p in self.local:
-            n = p.numel()
-            p.grad = flat[at:at + n].view_as(p).clone()
-            at += n
 
     @contextlib.contextmanager
     def gathered(self):
@@ -128,22 +136,32 @@ class PipelineModule(StrategyModule):
         yield  # pragma: no cover
 
     def full_state_dict(self) -> dict:
-        """Every parameter and buffer, from the rank that holds it, on every rank of the pipeline."""
+        """Every parameter and buffer, whole, on every rank (collectives over the mesh)."""
         local_buffers = {id(b) for stage in self.runner.stages.values() for b in stage.buffers()}
         everything = self.module.state_dict(keep_vars=True)
-        mine = {k: v.detach().cpu().clone() for k, v in everything.items()
-                if id(v) in self.owned or id(v) in local_buffers}
+        mine = {}
+        for key, value in everything.items():
+            if id(value) not in self.owned and id(value) not in local_buffers:
+                continue
+            cut = self.slices.get(id(value))
+            mine[key] = gather_full(value, cut, self.tp_group) if cut is not None else value.detach().cpu().clone()
         merged: dict = {}
         for part in comm.all_gather_object(mine, group=self.runner.group):
             merged.update(part)
         return {k: merged[k] for k in everything if k in merged}
 
     def state(self, optimizer):
-        return PartsState(optimizer, self.local, self.param_names, self.shapes, self._saves)
+        shares = self.replicas.shares if self.replicas is not None else None
+        own = self.replicas.own_tensors() if self.replicas is not None else ()
+        return PartsState(optimizer, self.local, self.param_names, self.shapes, self._saves, self.slices,
+                          shares=shares, own=own)
 
     def _saves(self, p) -> bool:
-        """The first rank holding p saves it, in data-parallel replica 0."""
-        return id(p) in self.owned and (self.dp_group is None or dist.get_rank(self.dp_group) == 0)
-
-    def own_tensors(self):
-        return ()
+        """One copy of every element: the first stage holding p; tensor-parallel rank 0 for what
+        is not split; replica 0 unless the replicas split the optimizer (then each its part)."""
+        if id(p) not in self.owned:
+            return False
+        if id(p) not in self.slices and self.tp_rank != 0:
+            return False
+        sharded = self.replicas is not None and self.replicas.splits_optimizer
+        return sharded or self.dp_group is None or dist.get_rank(self.dp_group) == 0

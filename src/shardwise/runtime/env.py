@@ -206,6 +206,33 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+class _DataParallelView:
+    """This rank's data-parallel index and the number of replicas, when a mesh sets them apart
+    from the ranks (pipeline and tensor-parallel ranks of one replica share the same data)."""
+
+    rank: int | None = None
+    size: int | None = None
+
+
+_data_parallel = _DataParallelView()
+
+
+def set_data_parallel(rank_in_replicas: int | None, replicas: int | None) -> None:
+    _data_parallel.rank, _data_parallel.size = rank_in_replicas, replicas
+
+
+def data_parallel_rank() -> int:
+    """Which slice of the global batch this rank feeds: its data-parallel index on a mesh, else
+    its rank."""
+    return _data_parallel.rank if _data_parallel.rank is not None else rank()
+
+
+def data_parallel_size() -> int:
+    """Into how many slices the global batch is cut: the data-parallel replicas on a mesh, else
+    the world size."""
+    return _data_parallel.size if _data_parallel.size is not None else world_size()
+
+
 def device() -> torch.device:
     """The device this rank computes on: its own GPU under NCCL, else the CPU."""
     if dist.is_initialized() and dist.get_backend() == "nccl":

@@ -29,12 +29,27 @@ class Slice:
     indices: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class Share:
+    """Elements [start, end) of a local parameter (flattened) whose optimizer state is kept by
+    `holder` (the parameter itself, or a piece of it an optimizer steps), from its element 0."""
+
+    start: int
+    end: int
+    holder: nn.Parameter
+
+
 class PartsState:
     def __init__(self, optimizer, local: list[nn.Parameter], names: dict[int, str], shapes: dict[str, tuple],
                  saves: Callable[[nn.Parameter], bool], slices: dict[int, Slice] | None = None,
-                 extra: Callable[[], dict] | None = None, load_extra: Callable[[dict], None] | None = None):
+                 shares: Callable[[nn.Parameter], list[Share]] | None = None,
+                 extra: Callable[[], dict] | None = None, load_extra: Callable[[dict], None] | None = None,
+                 own: list[torch.Tensor] = ()):
+        """`shares(p)`: the parts of p this rank saves, with where their optimizer state is
+        (default: all of p, its own state); `own`: buffers the strategy keeps besides."""
         self.optimizer, self.local, self.names, self._shapes = optimizer, local, names, shapes
-        self.saves, self.slices = saves, slices or {}
+        self.saves, self.slices, self.own = saves, slices or {}, list(own)
+        self.shares = shares or (lambda p: [Share(0, p.numel(), p)])
         self._extra, self._load_extra = extra, load_extra
 
     def tensors(self):
@@ -42,6 +57,7 @@ class PartsState:
             yield p
             if p.grad is not None:
                 yield p.grad
+        yield from self.own
         yield from optimizer_tensors(self.optimizer)
 
     def shapes(self) -> dict[str, tuple]:
@@ -59,10 +75,17 @@ class PartsState:
             if not p.requires_grad or not self.saves(p):
                 continue
             flat = p.detach().reshape(-1)
-            state = self.optimizer.state.get(p, {})
-            for full_start, full_end, start, end in self._ranges(p):
-                sliced = {k: (v.reshape(-1)[start:end] if is_per_element(v, p.numel()) else v) for k, v in state.items()}
-                out.append(make_piece(self.names[id(p)], full_start, full_end, flat[start:end], sliced))
+            for share in self.shares(p):
+                state = self.optimizer.state.get(share.holder, {})
+                size = share.end - share.start
+                for full_start, full_end, start, end in self._ranges(p):
+                    lo, hi = max(start, share.start), min(end, share.end)
+                    if lo >= hi:
+                        continue
+                    sliced = {k: (v.reshape(-1)[lo - share.start:hi - share.start] if is_per_element(v, size) else v)
+                              for k, v in state.items()}
+                    at = full_start + (lo - start)
+                    out.append(make_piece(self.names[id(p)], at, at + (hi - lo), flat[lo:hi], sliced))
         return out
 
     def _mine(self, p: nn.Parameter, full: torch.Tensor) -> torch.Tensor:
@@ -77,12 +100,15 @@ class PartsState:
             if name in params:
                 with torch.no_grad():
                     p.copy_(self._mine(p, params[name]))
-            if name in optim:
-                full_numel = 1
-                for d in self._shapes.get(name, p.shape):
-                    full_numel *= d
-                self.optimizer.state[p] = {
-                    k: (self._mine(p, v).to(p.device, p.dtype).clone() if is_per_element(v, full_numel)
+            if name not in optim:
+                continue
+            full_numel = 1
+            for d in self._shapes.get(name, p.shape):
+                full_numel *= d
+            for share in self.shares(p):
+                self.optimizer.state[share.holder] = {
+                    k: (self._mine(p, v).reshape(-1)[share.start:share.end].to(p.device, p.dtype).clone()
+                        .view_as(share.holder) if is_per_element(v, full_numel)
                         else (v.clone() if torch.is_tensor(v) else v))
                     for k, v in optim[name].items()}
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import comm
+
 
 def _runs(indices: list[int]) -> list[tuple[int, int]]:
     """Sorted indices as [start, end) runs of consecutive values."""
@@ -51,3 +53,11 @@ def element_ranges(full_shape: tuple[int, ...], dim: int, indices: list[int]) ->
 def take(full: torch.Tensor, dim: int, indices: list[int]) -> torch.Tensor:
     """The slice of `full` keeping `indices` along `dim`."""
     return full.index_select(dim, torch.tensor(indices, device=full.device)).contiguous()
+
+
+def gather_full(tensor: torch.Tensor, cut, group) -> torch.Tensor:
+    """The full tensor from every rank's slice (a collective over `group`)."""
+    full = torch.empty(cut.full_shape, dtype=tensor.dtype)
+    for indices, part in comm.all_gather_object((cut.indices, tensor.detach().cpu()), group=group):
+        full.index_copy_(cut.dim, torch.tensor(indices), part)
+    return full

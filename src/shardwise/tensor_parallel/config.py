@@ -33,6 +33,9 @@ class TensorParallel(StrategyDefaults):
         return f"tensor-parallel(size={self.size})"
 
     def wrap(self, module, optimizer, group=None):
+        from ..runtime import env
         from .module import wrap_tensor_parallel
 
-        return wrap_tensor_parallel(self, module, optimizer, group)
+        wrapped = wrap_tensor_parallel(self, module, optimizer, group)
+        env.set_data_parallel(0, 1)  # every rank of a tensor-parallel group feeds the same batch
+        return wrapped

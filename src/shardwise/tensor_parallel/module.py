@@ -13,6 +13,7 @@ from ..strategy.module import StrategyModule
 from ..strategy.optim_rebuild import optimizer_over_pieces
 from ..strategy.parts_state import PartsState, Slice
 from ..strategy.prepare import parameter_names
+from ..strategy.slices import gather_full
 from .apply import resolve_plan, split_linears
 
 
@@ -23,14 +24,6 @@ def split_model(module: nn.Module, plan, group) -> tuple[dict, dict, dict[str, t
     shapes = {name: tuple(p.shape) for name, p in module.named_parameters() if p.requires_grad}
     replaced, slices = split_linears(module, resolve_plan(module, plan), group, size, rank)
     return replaced, slices, shapes
-
-
-def gather_full(tensor: torch.Tensor, cut: Slice, group) -> torch.Tensor:
-    """The full tensor from every rank's slice (a collective over `group`)."""
-    full = torch.empty(cut.full_shape, dtype=tensor.dtype)
-    for indices, part in comm.all_gather_object((cut.indices, tensor.detach().cpu()), group=group):
-        full.index_copy_(cut.dim, torch.tensor(indices), part)
-    return full
 
 
 def full_local_state(module: nn.Module, slices: dict[int, Slice], group) -> dict:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from ..api import wrap
 from ..models.gpt import lm_loss
 from ..runtime import env
-from .cases import CASES
+from ..data.sampler import rank_slice
+from .cases import CASES, GLOBAL_BATCH
 from .parity import Run, compare, run_reference
 
 CRITERIA = {"mlp": F.mse_loss, "mlp_groups": F.mse_loss, "frozen_sgd": F.mse_loss, "mlp_deep": F.mse_loss,
@@ -17,16 +18,17 @@ CRITERIA = {"mlp": F.mse_loss, "mlp_groups": F.mse_loss, "frozen_sgd": F.mse_los
 
 
 def train_steps_on_rank(run: Run) -> dict:
-    """This rank's part of `run`: the whole global batch into `model.train_step` (a data-parallel
-    mesh hands each replica its slice itself)."""
+    """This rank's part of `run`: its data-parallel replica's slice of each global batch into
+    `model.train_step`."""
     case = CASES[run.case]
     torch.manual_seed(env.rank())  # ranks start different; wrap must make them equal
     model = case.build()
     model, optimizer = wrap(model, case.optimizer(model), strategy=run.strategy)
     losses = []
+    mine = rank_slice(GLOBAL_BATCH, env.data_parallel_rank(), env.data_parallel_size())
     for step in range(run.steps):
         x, y = case.batch(step)
-        loss = model.train_step(x, y, CRITERIA[run.case])
+        loss = model.train_step(x[mine], y[mine], CRITERIA[run.case])
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(loss))
@@ -34,7 +36,11 @@ def train_steps_on_rank(run: Run) -> dict:
 
 
 def run_all(runs: list[Run]) -> list[dict]:
-    return [train_steps_on_rank(run) for run in runs]
+    results = []
+    for run in runs:
+        results.append(train_steps_on_rank(run))
+        env.set_data_parallel(None, None)
+    return results
 
 
 def check_model_parallel_parity(runs: list[Run], world_size: int, timeout_s: float = 240) -> list[str]:

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("runtime", "comm", "models", "data"),                 # L1
     ("strategy", "compress"),                              # L2 strategy base, gradient compressors
     ("ddp", "zero", "ps", "localsgd", "pipeline", "tensor_parallel"),  # L3 strategy families
-    ("api", "checkpoint", "plan", "convex", "testing"),    # L4
+    ("mesh", "api", "checkpoint", "plan", "convex", "testing"),  # L4 (mesh composes L3 families)
     ("train", "bench"),                                    # L5
     ("cli", "tools", "__init__", "__main__"),              # L6
 )
