@@ -3,9 +3,10 @@ schedule, on an odd-sized MLP and on the GPT whose embedding is tied to its outp
 the first and last stage."""
 
 import pytest
+import torch
 
 import shardwise as sw
-from shardwise.testing.parity import Run
+from shardwise.testing.parity import ATOL, RTOL, Run, run_reference
 from shardwise.testing.pipeline_parity import check_model_parallel_parity
 
 
@@ -42,3 +43,26 @@ def test_mesh_parity(dp, pp, tp):
                 pipeline = sw.Pipeline(stages=pp, microbatches=m, schedule=schedule) if pp > 1 else None
                 runs.append(Run(case, sw.Mesh(dp=dp, pp=pp, tp=tp, dp_strategy=dp_strategy, pipeline=pipeline), steps=3))
     assert check_model_parallel_parity(runs, dp * pp * tp) == []
+
+
+def _resume(run, save, load):
+    from shardwise.testing.pipeline_parity import train_steps_on_rank
+
+    return train_steps_on_rank(run, save, load)
+
+
+@pytest.mark.timeout(400)
+def test_mesh_checkpoints_reshard(tmp_path):
+    # 3 steps saved on one layout, 2 more on another: the parameters of 5 steps in one process
+    reference = run_reference(Run("gpt_tied", steps=5))["state"]
+    zero1_pp = sw.Mesh(dp=2, pp=2, dp_strategy="zero1", pipeline=sw.Pipeline(stages=2, microbatches=2))
+    pp_tp = sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=4, schedule="gpipe"))
+    zero2_tp = sw.Mesh(dp=2, tp=2, dp_strategy="zero2")
+    for saver, loaders in ((zero1_pp, ((pp_tp, 4), (sw.DDP(), 4))), (pp_tp, ((zero2_tp, 4), (sw.ZeRO(stage=3), 3)))):
+        folder = str(tmp_path / saver.dp_strategy / str(saver.tp))
+        sw.launch(_resume, 4, args=(Run("gpt_tied", saver, steps=3), folder, None))
+        for loader, world in loaders:
+            results = sw.launch(_resume, world, args=(Run("gpt_tied", loader, steps=2), None, folder))
+            for rank, result in enumerate(results):
+                for key, expected in reference.items():
+                    assert torch.allclose(result["state"][key], expected, rtol=RTOL, atol=ATOL), (saver, loader, rank, key)

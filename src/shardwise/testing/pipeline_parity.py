@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ..api import wrap
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..strategy.state import full_state_dict
 from ..models.gpt import lm_loss
 from ..runtime import env
 from ..data.sampler import rank_slice
@@ -17,22 +19,30 @@ CRITERIA = {"mlp": F.mse_loss, "mlp_groups": F.mse_loss, "frozen_sgd": F.mse_los
             "gpt_tied": lm_loss, "gpt_deep": lm_loss}
 
 
-def train_steps_on_rank(run: Run) -> dict:
+def train_steps_on_rank(run: Run, save: str | None = None, load: str | None = None) -> dict:
     """This rank's part of `run`: its data-parallel replica's slice of each global batch into
-    `model.train_step`."""
+    `model.train_step` (a strategy without one: forward and backward), resumed from `load` and
+    saved to `save` if given."""
     case = CASES[run.case]
     torch.manual_seed(env.rank())  # ranks start different; wrap must make them equal
     model = case.build()
     model, optimizer = wrap(model, case.optimizer(model), strategy=run.strategy)
+    start = load_checkpoint(load, model, optimizer)["step"] if load else 0
     losses = []
     mine = rank_slice(GLOBAL_BATCH, env.data_parallel_rank(), env.data_parallel_size())
-    for step in range(run.steps):
+    for step in range(start, start + run.steps):
         x, y = case.batch(step)
-        loss = model.train_step(x[mine], y[mine], CRITERIA[run.case])
+        if hasattr(model, "train_step"):
+            loss = model.train_step(x[mine], y[mine], CRITERIA[run.case])
+        else:
+            loss = case.loss(model, x[mine], y[mine])
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(loss))
-    return {"losses": losses, "state": model.full_state_dict()}
+    if save:
+        save_checkpoint(save, model, optimizer, extra={"step": start + run.steps})
+    return {"losses": losses, "state": full_state_dict(model)}
 
 
 def run_all(runs: list[Run]) -> list[dict]:
