@@ -37,6 +37,22 @@ def test_short_training_run_writes_report_plot_checkpoint_and_samples(tmp_path):
     assert sample.stdout.startswith("import ") and len(sample.stdout) >= 47
 
 
+@pytest.mark.timeout(300)
+def test_pipeline_and_tensor_parallel_train_as_ddp_does(tmp_path):
+    common = ["--steps", "6", "--eval-every", "3", "--layers", "2", "--block-size", "32", "--no-progress"]
+    reports = {}
+    for name, extra in (("ddp", ["--nproc", "2"]),
+                        ("mesh", ["--nproc", "4", "--pp", "2", "--tp", "2", "--microbatches", "4", "--schedule", "gpipe"])):
+        done = shardwise("train", *common, *extra, "--run-dir", str(tmp_path / name), "--report", str(tmp_path / f"{name}.json"))
+        assert done.returncode == 0, done.stderr
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert reports["mesh"]["mesh"] == {"dp": 1, "pp": 2, "tp": 2, "microbatches": 4, "schedule": "gpipe"}
+    assert reports["mesh"]["losses"] == pytest.approx(reports["ddp"]["losses"], rel=1e-4)
+    assert [v["loss"] for v in reports["mesh"]["val_losses"]] == pytest.approx([v["loss"] for v in reports["ddp"]["val_losses"]], rel=1e-4)
+    sample = shardwise("sample", str(tmp_path / "mesh"), "--tokens", "20", "--prompt", "def ")
+    assert sample.returncode == 0 and sample.stdout.startswith("def "), sample.stderr
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("args, message", [
     (["train", "--strategy", "bogus"], "unknown strategy 'bogus'"),
@@ -45,6 +61,9 @@ def test_short_training_run_writes_report_plot_checkpoint_and_samples(tmp_path):
     (["train", "--global-batch", "1", "--nproc", "2"], "global batch 1 does not split evenly over 2 training ranks"),
     (["train", "--block-size", "2000000"], "fewer than the 2 ranks"),
     (["train", "--wat"], "unrecognized arguments: --wat"),
+    (["train", "--pp", "2", "--nproc", "3"], "--nproc 3 is not a multiple of --pp 2 x --tp 1"),
+    (["train", "--pp", "2", "--microbatches", "5"], "do not split into 5 equal micro-batches"),
+    (["train", "--microbatches", "4"], "add --pp STAGES"),
     (["sample", "/no/such/run"], "no checkpoint at /no/such/run"),
     (["run", "-n", "2", "/no/such/script.py"], "no such script"),
 ])

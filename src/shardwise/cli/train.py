@@ -43,6 +43,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--outer-lr", type=positive_real, default=None, help="diloco: outer Nesterov learning rate (default 0.7)")
     p.add_argument("--outer-momentum", type=real_number(least=0, most=0.999), default=None,
                    help="diloco: outer Nesterov momentum (default 0.9)")
+    p.add_argument("--pp", type=positive_int, default=DEFAULTS.strategy.pp,
+                   help="pipeline stages; with --tp, the ranks form a mesh of nproc/(pp*tp) data-parallel replicas "
+                        "meeting by --strategy ddp, zero1 or zero2")
+    p.add_argument("--tp", type=positive_int, default=DEFAULTS.strategy.tp, help="tensor-parallel ranks per stage")
+    p.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: --pp)")
+    p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b"],
+                   help="pipeline schedule (default 1f1b)")
     p.add_argument("--slow-worker", type=real_number(least=1, most=1000), default=DEFAULTS.slow_worker,
                    help="make worker 0 this many times slower (a straggler)")
     p.add_argument("--grad-clip", type=non_negative_real, default=DEFAULTS.optimization.grad_clip,
@@ -85,7 +92,8 @@ def main(args) -> int:
         strategy=StrategyConfig(name=args.strategy, nproc=args.nproc, precision=args.precision, offload=args.offload,
                                 servers=args.servers, mode=args.mode, staleness=args.staleness,
                                 compress=args.compress, period=args.period, inner_steps=args.inner_steps,
-                                outer_lr=args.outer_lr, outer_momentum=args.outer_momentum),
+                                outer_lr=args.outer_lr, outer_momentum=args.outer_momentum, pp=args.pp, tp=args.tp,
+                                microbatches=args.microbatches, schedule=args.schedule),
         checkpointing=CheckpointConfig(save_every=args.save_every, keep=args.keep_checkpoints, resume=args.resume,
                                        out_dir=args.out, run_dir=args.run_dir),
         slow_worker=args.slow_worker, report=args.report, progress=not args.no_progress, timeout_s=args.timeout,
@@ -93,7 +101,8 @@ def main(args) -> int:
     report, run_dir = run_training(config)
     final_val = report["val_losses"][-1]["loss"] if report["val_losses"] else float("nan")
     print(json.dumps({
-        "run_dir": run_dir, "strategy": report["strategy"], "world_size": report["world_size"],
+        "run_dir": run_dir, "strategy": report["strategy"], **({"mesh": report["mesh"]} if "mesh" in report else {}),
+        "world_size": report["world_size"],
         **({"workers": report["workers"], "servers": report["servers"]} if "servers" in report else {}),
         "steps": report["steps"], "first_loss": _rounded(report["losses"][0]), "final_loss": _rounded(report["losses"][-1]),
         "val_loss": _rounded(final_val), "step_time_s": round(report["step_time_s"], 4),

@@ -48,6 +48,11 @@ class Mesh(StrategyDefaults):
     def tensor_config(self) -> TensorParallel:
         return self.tensor if self.tensor is not None else TensorParallel(size=self.tp)
 
+    trains_by_step = True
+
+    def batch_slices(self, world_size: int) -> int:
+        return self.dp
+
     def __str__(self) -> str:
         return f"mesh(dp={self.dp}, pp={self.pp}, tp={self.tp}, {self.dp_strategy})"
 

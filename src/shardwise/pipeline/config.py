@@ -43,6 +43,11 @@ class Pipeline(StrategyDefaults):
 
         make_schedule(self.schedule, self.stages, self.microbatches, self.virtual)  # refuses what cannot run
 
+    trains_by_step = True
+
+    def batch_slices(self, world_size: int) -> int:
+        return 1
+
     def __str__(self) -> str:
         return f"pipeline(stages={self.stages}, microbatches={self.microbatches}, schedule={self.schedule})"
 

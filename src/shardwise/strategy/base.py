@@ -15,6 +15,10 @@ A strategy is a frozen dataclass of its options (`DDP()`, `ZeRO(stage=2)`,
 - `with_precision(precision)`: the same strategy computing in fp32, bf16 or fp16 (see
   [Note: precisions]), or a ConfigError saying what it cannot do; `casts_itself`: whether the
   wrapped model casts by itself (else a job that wants bf16 runs it under autocast).
+- `trains_by_step`: the wrapped model trains with `model.train_step(inputs, targets, loss_fn)`
+  (which runs forward and backward and returns the mean loss) instead of forward then backward
+  (pipeline and tensor parallelism); `batch_slices(world_size)`: into how many slices the
+  global batch is cut (data-parallel replicas; all ranks of one replica feed the same slice).
 - `planner()`: what `shardwise plan` needs to predict memory and traffic (`PlanTraits`), or
   None where the planner does not model the strategy.
 The wrapped model then answers everything asked after wrap: `no_sync()`, the model-state bytes
@@ -72,6 +76,11 @@ class Strategy(Protocol):
     @property
     def casts_itself(self) -> bool: ...
 
+    @property
+    def trains_by_step(self) -> bool: ...
+
+    def batch_slices(self, world_size: int) -> int: ...
+
     def wrap(self, module: nn.Module, optimizer: torch.optim.Optimizer,
              group=None) -> tuple[StrategyModule, torch.optim.Optimizer]: ...
 
@@ -91,9 +100,14 @@ class StrategyDefaults:
     wraps_together = True
     steps_together = True
     casts_itself = False
+    trains_by_step = False
 
     def training_ranks(self, world_size: int) -> range:
         return range(world_size)
+
+    def batch_slices(self, world_size: int) -> int:
+        """Into how many slices the global batch is cut (one per data-parallel replica)."""
+        return len(self.training_ranks(world_size))
 
     def role(self, rank: int, world_size: int) -> Role:
         return "worker" if rank in self.training_ranks(world_size) else "server"

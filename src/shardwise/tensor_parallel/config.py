@@ -29,6 +29,11 @@ class TensorParallel(StrategyDefaults):
             for style in self.plan.values():
                 parse_style(style)
 
+    trains_by_step = True
+
+    def batch_slices(self, world_size: int) -> int:
+        return 1
+
     def __str__(self) -> str:
         return f"tensor-parallel(size={self.size})"
 

@@ -99,9 +99,20 @@ class StrategyConfig:
     """diloco: the outer Nesterov SGD's learning rate."""
     outer_momentum: float | None = None
     """diloco: the outer Nesterov SGD's momentum."""
+    pp: int = 1
+    """Pipeline stages (a mesh of nproc / (pp·tp) data-parallel replicas when pp·tp > 1)."""
+    tp: int = 1
+    """Tensor-parallel ranks per stage."""
+    microbatches: int | None = None
+    """Pipeline micro-batches per step (default: pp)."""
+    schedule: str | None = None
+    """Pipeline schedule: gpipe, 1f1b (default) or interleaved-1f1b."""
+
+    MESH_FIELDS = ("pp", "tp", "microbatches", "schedule")
 
     def options(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("name", "nproc", "precision")}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("name", "nproc", "precision", *self.MESH_FIELDS)}
 
     def build(self):
         """The strategy object (validated by its own constructor)."""
@@ -109,11 +120,40 @@ class StrategyConfig:
 
         _at_least(self.nproc, 1, "nproc")
         check_precision(self.precision)
+        if self.pp > 1 or self.tp > 1:
+            return self._mesh()
+        if self.microbatches is not None or self.schedule is not None:
+            raise ConfigError("--microbatches and --schedule apply to pipelines: add --pp STAGES")
         strategy = build_strategy(self.name, self.precision, **self.options())
         if not strategy.training_ranks(self.nproc):
             raise ConfigError(f"--nproc {self.nproc} leaves no rank to train under {self.name}: "
                               f"{self.nproc} rank(s) are {strategy.role(0, self.nproc)}s")
         return strategy
+
+
+    def _mesh(self):
+        from ..mesh import Mesh
+        from ..pipeline import Pipeline
+        from ..tensor_parallel import TensorParallel
+
+        _at_least(self.pp, 1, "pp")
+        _at_least(self.tp, 1, "tp")
+        if self.nproc % (self.pp * self.tp):
+            raise ConfigError(f"--nproc {self.nproc} is not a multiple of --pp {self.pp} x --tp {self.tp}: "
+                              f"use --nproc {self.pp * self.tp * max(1, self.nproc // (self.pp * self.tp))}")
+        if self.name not in ("ddp", "zero1", "zero2"):
+            raise ConfigError(f"with --pp/--tp the data-parallel replicas meet by ddp, zero1 or zero2, not '{self.name}'")
+        given = {k: v for k, v in self.options().items() if v is not None and not (k == "offload" and v == "none")}
+        if given:
+            raise ConfigError(f"--{next(iter(given)).replace('_', '-')} does not apply with --pp/--tp")
+        if self.precision != "fp32":
+            raise ConfigError("--pp/--tp train in fp32 for now: drop --precision")
+        pipeline = Pipeline(stages=self.pp, microbatches=self.microbatches or self.pp,
+                            schedule=self.schedule or "1f1b") if self.pp > 1 else None
+        if pipeline is None and (self.microbatches is not None or self.schedule is not None):
+            raise ConfigError("--microbatches and --schedule apply to pipelines: add --pp STAGES")
+        return Mesh(dp=self.nproc // (self.pp * self.tp), pp=self.pp, tp=self.tp, dp_strategy=self.name,
+                    pipeline=pipeline, tensor=TensorParallel(size=self.tp) if self.tp > 1 else None)
 
 
 @dataclass
@@ -185,11 +225,19 @@ class TrainConfig:
         self.optimization.validate()
         self.checkpointing.validate()
         strategy = self.strategy.build()
-        trainers = len(strategy.training_ranks(self.strategy.nproc))
+        trainers = strategy.batch_slices(self.strategy.nproc)
         if self.data.global_batch % trainers:
             raise ConfigError(f"global batch {self.data.global_batch} does not split evenly over {trainers} training "
                               f"ranks: give --global-batch a multiple of {trainers} (e.g. "
                               f"{self.data.global_batch // trainers * trainers or trainers})")
+        microbatches = self.strategy.microbatches or self.strategy.pp
+        if strategy.trains_by_step and (self.data.global_batch // trainers) % microbatches:
+            raise ConfigError(f"each replica's {self.data.global_batch // trainers} sequences do not split into "
+                              f"{microbatches} equal micro-batches: give --global-batch a multiple of "
+                              f"{trainers * microbatches}")
+        if strategy.trains_by_step and self.optimization.grad_clip > 0:
+            raise ConfigError("--grad-clip is not available with --pp/--tp yet: its norm would have to be summed "
+                              "over stages and tensor slices; drop --grad-clip")
         if self.checkpointing.save_every is not None and not strategy.steps_together:
             raise ConfigError(f"--save-every does not apply to {strategy}: its workers share no step to checkpoint "
                               "at; use --mode sync to save checkpoints")

@@ -63,7 +63,8 @@ def train_rank(config: TrainConfig, strategy=None) -> dict:
     together = strategy.steps_together
     if not together:  # asynchronous workers may join one by one; this job's workers start together
         comm.barrier()
-    sampler = BatchSampler(corpus.train, config.model.block_size, config.data.global_batch, rank, world, config.data.seed)
+    sampler = BatchSampler(corpus.train, config.model.block_size, config.data.global_batch, env.data_parallel_rank(),
+                           env.data_parallel_size(), config.data.seed)
     start_step, base_lrs = _resume(config, model, optimizer)
     bar = _progress_bar(config, strategy, start_step) if rank == 0 and config.progress else None
     extra = {"model_config": config.model.__dict__, "base_lrs": base_lrs, "seed": config.data.seed,
@@ -80,7 +81,8 @@ def train_rank(config: TrainConfig, strategy=None) -> dict:
         mean_loss = _train_step(config, strategy, model, optimizer, sampler.batch(step), step, world, measured)
         if (step + 1) % config.data.eval_every == 0 or step + 1 == config.optimization.steps and together:
             if rank == 0 or together:
-                measured.evals.append((step + 1, evaluate(model, corpus, config, alone=not together)))
+                measured.evals.append((step + 1, evaluate(model, corpus, config, alone=not together,
+                                                          by_step=strategy.trains_by_step)))
         # Asynchronous workers may die, so they take part in no collective such as a save.
         interval = config.checkpointing.save_interval
         if config.checkpointing.run_dir and together and (
@@ -138,16 +140,20 @@ def _train_step(config: TrainConfig, strategy, model, optimizer, batch, step: in
     slow = env.rank() == 0 and config.slow_worker > 1
     comm.reset_comm_stats()
     started = time.perf_counter()
-    with _autocast(config, strategy):
-        logits = model(x)
-    loss = lm_loss(logits.float(), y)
-    loss.backward()
+    if strategy.trains_by_step:  # pipeline / tensor parallel: the model runs forward and backward
+        with _autocast(config, strategy):
+            loss = model.train_step(x, y, _lm_loss_fp32)  # already the mean over the replicas
+    else:
+        with _autocast(config, strategy):
+            logits = model(x)
+        loss = lm_loss(logits.float(), y)
+        loss.backward()
     if config.optimization.grad_clip > 0:
         clip_gradients(model, optimizer, config.optimization.grad_clip)
     if slow:  # a straggler: its compute takes slow_worker times longer
         time.sleep((config.slow_worker - 1) * (time.perf_counter() - started))
     mean_loss = loss.detach().float().reshape(1)
-    if strategy.steps_together:
+    if strategy.steps_together and not strategy.trains_by_step:
         comm.all_reduce(mean_loss)
         mean_loss /= world
     mean_loss = mean_loss.item()
@@ -167,6 +173,10 @@ def _train_step(config: TrainConfig, strategy, model, optimizer, batch, step: in
     measured.step_bytes.append(comm.comm_stats()["total"])
     measured.losses.append(loss.item())
     return mean_loss
+
+
+def _lm_loss_fp32(logits, targets):
+    return lm_loss(logits.float(), targets)
 
 
 def _show_progress(bar, config: TrainConfig, mean_loss: float, measured: Measured) -> None:
@@ -218,13 +228,16 @@ def _autocast(config: TrainConfig, strategy):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, corpus, config: TrainConfig, alone: bool = False) -> float:
+def evaluate(model: torch.nn.Module, corpus, config: TrainConfig, alone: bool = False, by_step: bool = False) -> float:
     """Mean validation loss over `eval_batches` fixed batches, each rank taking every N-th one
-    (`alone`: this rank takes them all, with no collective, for workers that may die).
+    (`alone`: this rank takes them all, with no collective, for workers that may die; `by_step`:
+    the model evaluates with `eval_step`, as pipeline and tensor parallelism do).
 
     Every rank runs the same number of forwards, since under ZeRO-3 a forward is a collective: a
     rank whose share is one batch short repeats its last batch without counting it.
     """
+    if by_step:
+        return _evaluate_by_steps(model, corpus, config)
     rank, world = (0, 1) if alone else (env.rank(), env.world_size())
     batches = random_eval_batches(corpus.val, config.model.block_size, 8, config.data.eval_batches, seed=1234)
     mine = batches[rank::world]
@@ -239,6 +252,16 @@ def evaluate(model: torch.nn.Module, corpus, config: TrainConfig, alone: bool = 
     if not alone:
         comm.all_reduce(total)
     return (total[0] / total[1]).item()
+
+
+def _evaluate_by_steps(model, corpus, config: TrainConfig) -> float:
+    """Under pipeline or tensor parallelism every rank runs every validation batch through
+    `model.eval_step` (whose loss every rank of a replica receives); batches of 8 sequences, or
+    a multiple of the micro-batches."""
+    microbatches = config.strategy.microbatches or config.strategy.pp
+    size = microbatches * -(-8 // microbatches)
+    batches = random_eval_batches(corpus.val, config.model.block_size, size, config.data.eval_batches, seed=1234)
+    return sum(float(model.eval_step(x, y, _lm_loss_fp32)) for x, y in batches) / len(batches)
 
 
 def checkpoint_dir(path: str) -> str:

@@ -26,8 +26,12 @@ def build_report(config: TrainConfig, per_rank: list[dict], strategy=None) -> di
     measured = step_times[1:] or step_times  # the first step pays for warm-up
     step_time = statistics.median(measured)
     tokens_per_step = config.data.global_batch * config.model.block_size
+    options = config.strategy
+    mesh = {"dp": nproc // (options.pp * options.tp), "pp": options.pp, "tp": options.tp,
+            "microbatches": options.microbatches or options.pp, "schedule": options.schedule or "1f1b"}
     return {
         "strategy": config.strategy.name,
+        **({"mesh": mesh} if options.pp * options.tp > 1 else {}),
         "world_size": world,
         "steps": steps,
         "start_step": per_rank[0]["start_step"],
