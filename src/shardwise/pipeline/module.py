@@ -121,6 +121,15 @@ class PipelineModule(StrategyModule):
             self.replicas.after_backward()
         return self._replica_mean(loss)
 
+    def record_steps(self, on: bool = True) -> None:
+        """Record what each following step runs, when (perf_counter), and the activation bytes
+        kept for backward; read it from `last_step_record()` (costs a little time per action)."""
+        self.runner.recording = on
+
+    def last_step_record(self):
+        """The `StepRecord` of the last recorded training step on this rank, or None."""
+        return self.runner.last_record
+
     def eval_step(self, inputs, targets, loss_fn) -> torch.Tensor:
         return self._replica_mean(self.runner.eval_step(inputs, targets, loss_fn))
 

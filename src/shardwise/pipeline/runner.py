@@ -20,6 +20,9 @@ those ranks. The mean loss is broadcast from the last stage's rank.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
@@ -45,6 +48,43 @@ class Stage(nn.Module):
         return x
 
 
+@dataclass
+class StepRecord:
+    """One step as it ran on this rank (`runner.recording = True`): when each forward and
+    backward started and ended, and the bytes of activations autograd kept for backward."""
+
+    spans: list = field(default_factory=list)
+    """(kind, micro-batch, stage, start, end), perf_counter seconds."""
+    stored: dict = field(default_factory=dict)
+    """(micro-batch, stage) -> bytes saved for backward by its forward."""
+    live: int = 0
+    peak_activation_bytes: int = 0
+
+    def run(self, action: Action, compute, parameters: set[int]) -> None:
+        """Time `compute`; for a forward, count the storages autograd saves that are not
+        parameters' (`parameters`: their storages' addresses)."""
+        key = (action.microbatch, action.stage)
+        start = time.perf_counter()
+        if action.kind == "F":
+            seen: dict[int, int] = {}
+
+            def pack(t: torch.Tensor):
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in parameters:
+                    seen[storage.data_ptr()] = storage.nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                compute()
+            self.stored[key] = sum(seen.values())
+            self.live += self.stored[key]
+            self.peak_activation_bytes = max(self.peak_activation_bytes, self.live)
+        else:
+            compute()
+            self.live -= self.stored.get(key, 0)
+        self.spans.append((action.kind, action.microbatch, action.stage, start, time.perf_counter()))
+
+
 class PipelineRunner:
     def __init__(self, schedule: Schedule, stages: dict[int, Stage], ranks: list[int], group,
                  tied: list[tuple[nn.Parameter, list[int]]]):
@@ -53,6 +93,11 @@ class PipelineRunner:
         self.schedule, self.stages, self.ranks, self.group, self.tied = schedule, stages, ranks, group, tied
         self.rank = ranks.index(torch.distributed.get_rank())
         self.last_stage = schedule.stages - 1
+        self.recording = False
+        self.last_record: StepRecord | None = None
+
+    def parameter_storages(self) -> set[int]:
+        return {p.untyped_storage().data_ptr() for stage in self.stages.values() for p in stage.parameters()}
 
     def _tag(self, kind: int, microbatch: int, edge: int) -> int:
         return _TAG_BASE + (microbatch * self.schedule.stages + edge) * 3 + kind
@@ -69,6 +114,7 @@ class PipelineRunner:
         micro_targets = targets.chunk(m) if targets is not None and self._holds(self.last_stage) else None
         step = _Step(self, micro_inputs, micro_targets, loss_fn, train=True)
         step.run()
+        self.last_record = step.record
         self._sum_tied_gradients()
         return self._mean_loss(step.loss_sum)
 
@@ -130,6 +176,7 @@ class _Step:
         self.headers_sent: set[int] = set()  # receiving stages that know this step's activation shape
         self.sends: list[tuple[object, torch.Tensor]] = []
         self.loss_sum: torch.Tensor | None = None
+        self.record = StepRecord() if runner.recording and train else None
 
     def run(self) -> None:
         actions = self.r.schedule.actions[self.r.rank]
@@ -138,6 +185,9 @@ class _Step:
         for index, action in enumerate(actions):
             if action.kind in ("F", "B"):
                 self._post_next_receive(actions, index)
+                if self.record is not None:
+                    self.record.run(action, lambda: getattr(self, "_" + action.kind)(action), self.r.parameter_storages())
+                    continue
             getattr(self, "_" + action.kind)(action)
         for work, _ in self.sends:
             work.wait()
