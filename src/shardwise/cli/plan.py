@@ -7,6 +7,7 @@ import json
 
 from ..errors import ConfigError
 from ..plan import PLAN_PRECISIONS, from_hf_config, from_shape, plan_rows
+from ..plan.model_parallel import model_parallel_row
 from ..plan.model_spec import ModelSpec
 from ..vocab import GB
 from .parser import positive_int, positive_real, real_number
@@ -40,6 +41,13 @@ def add_parser(subparsers) -> None:
                    help="fraction of peak the kernels reach (0 < mfu <= 1)")
     p.add_argument("--bandwidth", type=positive_real, default=25.0,
                    help="GB/s (10^9 bytes/s) each device sends to the others")
+    mp = p.add_argument_group("model parallelism (with a model shape): adds a table for a dp x pp x tp mesh")
+    mp.add_argument("--pp", type=positive_int, default=1, help="pipeline stages")
+    mp.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel ranks per stage")
+    mp.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: pp)")
+    mp.add_argument("--schedule", default="1f1b", choices=["gpipe", "1f1b", "interleaved-1f1b"])
+    mp.add_argument("--dp-strategy", default="ddp", choices=["ddp", "zero1", "zero2"],
+                    help="how the data-parallel replicas meet")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     p.set_defaults(run=main)
 
@@ -71,10 +79,13 @@ def main(args) -> int:
         if not getattr(args, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     model = model_from_args(args)
-    rows = plan_rows(model, parse_world_sizes(args.world_size), args.precision, args.optimizer, args.offload,
+    world_sizes = parse_world_sizes(args.world_size)
+    mesh_rows = _mesh_rows(args, model, world_sizes)
+    rows = plan_rows(model, world_sizes, args.precision, args.optimizer, args.offload,
                      args.micro_batch, args.device_memory * GB, args.device_tflops * 1e12, args.mfu, args.bandwidth * GB)
     if args.json:
-        print(json.dumps({"model": model.__dict__, "rows": rows}, indent=1))
+        print(json.dumps({"model": model.__dict__, "rows": rows, **({"mesh_rows": mesh_rows} if mesh_rows else {})},
+                         indent=1))
         return 0
     print(f"model: {model.params / 1e9:.3g}B parameters" + (
         f", {model.layers} layers, hidden {model.hidden}, {model.heads} heads, seq {model.seq_len}" if model.has_shape else ""))
@@ -83,7 +94,37 @@ def main(args) -> int:
           + (", optimizer offloaded to CPU" if args.offload else ""))
     print(format_table(rows, model.has_shape))
     print(COLUMNS_EXPLAINED)
+    if mesh_rows:
+        print(f"\npipeline and tensor parallelism (per rank; rank 0 of the first stage; --micro-batch {args.micro_batch} "
+              f"sequences per micro-batch):")
+        print(format_mesh_table(mesh_rows))
     return 0
+
+
+def _mesh_rows(args, model: ModelSpec, world_sizes: list[int]) -> list[dict]:
+    if args.pp * args.tp == 1:
+        if args.microbatches is not None:
+            raise ConfigError("--microbatches applies with --pp")
+        return []
+    bad = [n for n in world_sizes if n % (args.pp * args.tp)]
+    if bad:
+        raise ConfigError(f"--world-size {bad[0]} is not a multiple of --pp {args.pp} x --tp {args.tp}")
+    return [model_parallel_row(model, n, args.pp, args.tp, args.microbatches or args.pp, args.schedule,
+                               args.dp_strategy, args.precision, args.optimizer, args.micro_batch,
+                               device_memory=args.device_memory * GB) for n in world_sizes]
+
+
+def format_mesh_table(rows: list[dict]) -> str:
+    head = ["N", "dp x pp x tp", "schedule", "M", "params/rank", "states GB", "acts GB", "stored mb", "fits", "bubble",
+            "TP MB/layer/mb", "TP GB/step", "PP GB/step"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["world_size"]), f"{r['dp']} x {r['pp']} x {r['tp']}", r["schedule"], str(r["microbatches"]),
+                 f"{r['params_per_rank'] / 1e9:.3g}B", _gb(r["model_state_bytes"]), _gb(r["activation_bytes"]),
+                 f"{r['stored_microbatches']:g}", _yes(r["fits"]), f"{r['bubble']:.3f}",
+                 f"{r['tp_bytes_per_layer_per_microbatch'] / 1e6:.3g}", _gb(r["tp_bytes_per_step"]), _gb(r["pp_bytes_per_step"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 COLUMNS_EXPLAINED = (
