@@ -109,3 +109,41 @@ def test_a_model_over_one_ranks_budget_trains_split():
         for held, losses in sw.launch(_states_and_losses, 4, args=(strategy, width, depth, steps)):
             assert held <= budget, (strategy, held)
             assert losses == pytest.approx(reference, rel=1e-5)
+
+
+def _clipped(strategy, steps, max_norm):
+    from shardwise.data.sampler import rank_slice
+    from shardwise.testing.cases import CASES, GLOBAL_BATCH
+    from shardwise.testing.pipeline_parity import CRITERIA
+
+    case = CASES["gpt_tied"]
+    torch.manual_seed(0)
+    model = case.build()
+    optimizer = case.optimizer(model)
+    if strategy is not None:
+        model, optimizer = sw.wrap(model, optimizer, strategy=strategy)
+    mine = rank_slice(GLOBAL_BATCH, sw.data_parallel_rank(), sw.data_parallel_size()) if strategy else slice(None)
+    norms = []
+    for step in range(steps):
+        x, y = case.batch(step)
+        if strategy is None:
+            case.loss(model, x, y).backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)))
+        else:
+            model.train_step(x[mine], y[mine], CRITERIA["gpt_tied"])
+            norms.append(float(model.clip_grad_norm_(max_norm)))
+        optimizer.step()
+        optimizer.zero_grad()
+    return norms, sw.full_state_dict(model)
+
+
+@pytest.mark.timeout(300)
+def test_clipping_on_a_mesh_is_the_whole_models():
+    norms, reference = _clipped(None, 3, 0.05)
+    assert min(norms) > 0.05  # every step clips
+    for strategy in (sw.Mesh(dp=2, pp=2, dp_strategy="zero2", pipeline=sw.Pipeline(stages=2, microbatches=2)),
+                     sw.Mesh(dp=2, tp=2, dp_strategy="zero1"), sw.Mesh(pp=2, tp=2)):
+        for got_norms, state in sw.launch(_clipped, 4, args=(strategy, 3, 0.05)):
+            assert got_norms == pytest.approx(norms, rel=1e-5), strategy
+            for key, expected in reference.items():
+                assert torch.allclose(state[key], expected, rtol=RTOL, atol=ATOL), (strategy, key)

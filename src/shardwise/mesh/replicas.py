@@ -44,6 +44,16 @@ class AveragedReplicas:
     def shares(self, p: nn.Parameter) -> list[Share]:
         return [Share(0, p.numel(), p)]
 
+    def norm_part(self, counts, norm_type: float) -> torch.Tensor:
+        """Σ |g|^norm_type over the gradient elements this rank counts (the replicas hold the
+        same average, so each counts it once: no sum over them)."""
+        return local_norm_part(self.local, counts, norm_type)
+
+    def scale(self, coef: float) -> None:
+        for p in self.local:
+            if p.grad is not None:
+                p.grad.mul_(coef)
+
     def own_tensors(self) -> list[torch.Tensor]:
         return []
 
@@ -107,12 +117,36 @@ class ShardedReplicas:
         for p in self.local:
             p.grad = None  # consumed by this step; the optimizer's zero_grad() does not see these
 
+    def norm_part(self, counts, norm_type: float) -> torch.Tensor:
+        """Σ |g|^norm_type over this replica's shard of the averaged gradient, summed over the
+        replicas (their shards are disjoint)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for p in self.local:
+            found = self.pieces.get(id(p))
+            if found is not None and counts(p):
+                total += found[0].grad.double().abs().pow(norm_type).sum()
+        comm.all_reduce(total, group=self.group)
+        return total
+
+    def scale(self, coef: float) -> None:
+        self.grad_shard.mul_(coef)
+        if self.grad_flat is not None:
+            self.grad_flat.mul_(coef)  # the full gradients zero1 shows as .grad
+
     def shares(self, p: nn.Parameter) -> list[Share]:
         found = self.pieces.get(id(p))
         return [] if found is None else [Share(found[1], found[2], found[0])]
 
     def own_tensors(self) -> list[torch.Tensor]:
         return [t for t in (self.flat, self.grad_flat, self.grad_shard) if t is not None]
+
+
+def local_norm_part(params: list[nn.Parameter], counts, norm_type: float) -> torch.Tensor:
+    total = torch.zeros((), dtype=torch.float64)
+    for p in params:
+        if p.grad is not None and counts(p):
+            total += p.grad.double().abs().pow(norm_type).sum()
+    return total
 
 
 def make_replicas(dp_strategy: str, group, local: list[nn.Parameter], optimizer):

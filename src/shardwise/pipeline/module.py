@@ -139,6 +139,41 @@ class PipelineModule(StrategyModule):
             comm.all_reduce(loss, group=self.dp_group)
         return loss
 
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """`torch.nn.utils.clip_grad_norm_` for the whole model: the norm of the (averaged)
+        gradient over every stage, tensor slice and replica shard, each element once; scales
+        what the optimizer will step on by min(1, max_norm / (norm + 1e-6)). Returns the norm on
+        every rank. A collective over the whole mesh."""
+        norm_type = float(norm_type)
+        if not 0 < norm_type < float("inf"):
+            raise ConfigError(f"clip_grad_norm_ on a pipeline or tensor-parallel model takes a finite positive "
+                              f"norm_type, got {norm_type}")
+        if self.replicas is not None:
+            total = self.replicas.norm_part(self._counts, norm_type)
+        else:
+            total = torch.zeros((), dtype=torch.float64)
+            for p in self.local:
+                if p.grad is not None and self._counts(p):
+                    total += p.grad.double().abs().pow(norm_type).sum()
+        if self.tp_group is not None:
+            comm.all_reduce(total, group=self.tp_group)
+        comm.all_reduce(total, group=self.runner.group)
+        norm = total ** (1.0 / norm_type)
+        coef = float(max_norm) / (float(norm) + 1e-6)
+        if coef < 1:
+            if self.replicas is not None:
+                self.replicas.scale(coef)
+            else:
+                for p in self.local:
+                    if p.grad is not None:
+                        p.grad.mul_(coef)
+        return norm.float()
+
+    def _counts(self, p) -> bool:
+        """Whether this rank counts p's gradient in the norm: the first stage holding p, and for
+        what is not split over the tensor-parallel ranks, their rank 0."""
+        return id(p) in self.owned and (id(p) in self.slices or self.tp_rank == 0)
+
     @contextlib.contextmanager
     def gathered(self):
         raise ConfigError("a pipeline's parameters live on their stages' ranks: use model.full_state_dict()")

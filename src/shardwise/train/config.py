@@ -235,9 +235,6 @@ class TrainConfig:
             raise ConfigError(f"each replica's {self.data.global_batch // trainers} sequences do not split into "
                               f"{microbatches} equal micro-batches: give --global-batch a multiple of "
                               f"{trainers * microbatches}")
-        if strategy.trains_by_step and self.optimization.grad_clip > 0:
-            raise ConfigError("--grad-clip is not available with --pp/--tp yet: its norm would have to be summed "
-                              "over stages and tensor slices; drop --grad-clip")
         if self.checkpointing.save_every is not None and not strategy.steps_together:
             raise ConfigError(f"--save-every does not apply to {strategy}: its workers share no step to checkpoint "
                               "at; use --mode sync to save checkpoints")

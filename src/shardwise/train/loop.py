@@ -148,7 +148,9 @@ def _train_step(config: TrainConfig, strategy, model, optimizer, batch, step: in
             logits = model(x)
         loss = lm_loss(logits.float(), y)
         loss.backward()
-    if config.optimization.grad_clip > 0:
+    if config.optimization.grad_clip > 0 and strategy.trains_by_step:
+        model.clip_grad_norm_(config.optimization.grad_clip)  # over every stage, slice and replica
+    elif config.optimization.grad_clip > 0:
         clip_gradients(model, optimizer, config.optimization.grad_clip)
     if slow:  # a straggler: its compute takes slow_worker times longer
         time.sleep((config.slow_worker - 1) * (time.perf_counter() - started))
