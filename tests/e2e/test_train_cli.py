@@ -53,6 +53,19 @@ def test_pipeline_and_tensor_parallel_train_as_ddp_does(tmp_path):
     assert sample.returncode == 0 and sample.stdout.startswith("def "), sample.stderr
 
 
+@pytest.mark.timeout(240)
+def test_federate_writes_one_report_entry_per_round(tmp_path):
+    done = shardwise("federate", "--clients", "30", "--fraction", "0.2", "--rounds", "4", "--split", "shards:2",
+                     "--target-accuracy", "0.2", "--nproc", "2", "--run-dir", str(tmp_path / "fed"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "fed" / "report.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [1, 2, 3, 4]
+    assert {"round", "accuracy", "loss", "bytes", "clients", "dropped"} <= set(report["rounds"][0])
+    assert report["rounds_to_target"] is not None and len(report["participation"]) == 30
+    assert os.path.exists(tmp_path / "fed" / "rounds.png") and os.path.exists(tmp_path / "fed" / "coordinator.pt")
+    assert json.loads(done.stdout)["rounds"] == 4
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("args, message", [
     (["train", "--strategy", "bogus"], "unknown strategy 'bogus'"),
@@ -64,6 +77,8 @@ def test_pipeline_and_tensor_parallel_train_as_ddp_does(tmp_path):
     (["train", "--pp", "2", "--nproc", "3"], "--nproc 3 is not a multiple of --pp 2 x --tp 1"),
     (["train", "--pp", "2", "--microbatches", "5"], "do not split into 5 equal micro-batches"),
     (["train", "--microbatches", "4"], "add --pp STAGES"),
+    (["federate", "--split", "dirichlet:-1"], "--split must be iid, dirichlet:ALPHA"),
+    (["federate", "--secure-agg"], "not available yet"),
     (["sample", "/no/such/run"], "no checkpoint at /no/such/run"),
     (["run", "-n", "2", "/no/such/script.py"], "no such script"),
 ])

@@ -6,14 +6,14 @@ import sys
 
 from ..errors import ConfigError, TrainingDiverged, WorkerError
 from ..runtime.procs import Interrupted, ending_on_signals
-from . import bench, plan, run, sample, solve, train
+from . import bench, federate, plan, run, sample, solve, train
 from .parser import USER_ERROR, OneLineParser
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="shardwise", description="Distributed training and optimization on PyTorch.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for command in (train, sample, run, plan, bench, solve):
+    for command in (train, sample, run, plan, bench, solve, federate):
         command.add_parser(subparsers)
     return parser
 

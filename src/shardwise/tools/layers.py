@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("strategy", "compress"),                              # L2 strategy base, gradient compressors
     ("ddp", "zero", "ps", "localsgd", "pipeline", "tensor_parallel"),  # L3 strategy families
     ("mesh", "api", "checkpoint", "plan", "convex", "testing"),  # L4 (mesh composes L3 families)
-    ("train", "bench"),                                    # L5
+    ("train", "bench", "federated"),                       # L5
     ("cli", "tools", "__init__", "__main__"),              # L6
 )
 INDEPENDENT: frozenset[int] = frozenset({3})  # layers whose packages may not import one another

@@ -1,0 +1,188 @@
+"""A federated run: K clients multiplexed onto the ranks, rounds of sampling, local training and
+weighted aggregation, with heterogeneous and unreliable clients.
+
+[Note: federated rounds]
+Client k lives on rank k mod N and keeps its data (and SCAFFOLD's control variate) there. Every
+rank holds the global parameters x and the server optimizer; rank 0 is the coordinator. A round:
+1. the sample S (⌈C·K⌉ clients, at least one) is drawn from a generator seeded by (seed, round),
+   the same on every rank, as are which sampled clients fail mid-round;
+2. the coordinator broadcasts x (the model sent to the clients; counted by the comm layer);
+3. each rank trains its sampled clients in turn ([Note: federated algorithms]); a client whose
+   simulated time (local steps x its slowness factor) passes the deadline is dropped, or with
+   `partial` keeps the steps that fit; a failed client returns nothing;
+4. one all-reduce sums n_k·Δ_k, n_k (and SCAFFOLD's Δc_k) over the returned clients; every rank
+   applies the same server step, so x stays identical without another broadcast.
+The round's report holds the test accuracy and loss, the bytes rank 0 moved, who took part and
+who was dropped (and why). The coordinator's state (x, server optimizer, SCAFFOLD's controls,
+the round, the history) is saved atomically after every round in the run folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from .. import comm
+from ..errors import ConfigError
+from ..runtime import env
+from ..strategy.shard_files import write_file
+from .algorithms import ClientWork, ServerOptimizer, client_update, local_steps
+from .config import FederatedConfig
+from .partition import partition
+
+STATE_FILE = "coordinator.pt"
+
+
+def load_digits(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits, scaled to [0, 1], 80/20 train/test by a seeded shuffle."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    cut = int(0.8 * len(y))
+    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+
+
+def build_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def sample(config: FederatedConfig, round_index: int) -> tuple[list[int], list[bool]]:
+    """The clients sampled in a round, and which of them fail (the same on every rank)."""
+    rng = np.random.default_rng([config.seed, round_index])
+    count = max(1, math.ceil(config.fraction * config.clients - 1e-9))
+    chosen = sorted(int(k) for k in rng.choice(config.clients, size=count, replace=False))
+    fails = [bool(f) for f in rng.random(count) < config.failure_rate]
+    return chosen, fails
+
+
+def slowness(config: FederatedConfig) -> np.ndarray:
+    rng = np.random.default_rng([config.seed, 7])
+    return np.exp(rng.normal(0.0, config.speed_spread, size=config.clients))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    vector_to_parameters(x.clone(), list(model.parameters()))
+    logits = model(inputs)
+    return float((logits.argmax(1) == labels).float().mean()), float(F.cross_entropy(logits, labels))
+
+
+def federate_rank(config: FederatedConfig) -> dict | None:
+    """Rank 0: {"history": one entry per round, "parameters": the final global vector}."""
+    torch.set_num_threads(1)
+    rank, world = env.rank(), env.world_size()
+    train_x, train_y, test_x, test_y = load_digits(config.seed)
+    parts = partition(train_y.numpy(), config.clients, config.split, config.seed)
+    model = build_model(config.seed)
+    x = parameters_to_vector(model.parameters()).detach().clone()
+    d = x.numel()
+    server = ServerOptimizer(config.server_opt, config.server_learning_rate)
+    scaffold = config.algorithm == "scaffold"
+    control = torch.zeros(d) if scaffold else None
+    mine = [k for k in range(config.clients) if k % world == rank]
+    client_controls = {k: torch.zeros(d) for k in mine} if scaffold else {}
+    speeds = slowness(config)
+    history: list[dict] = []
+    start = 0
+    if config.resume:
+        start, x, history = _load(config, server, control, client_controls)
+    bar = _bar(config, start) if rank == 0 and config.progress else None
+    for round_index in range(start, config.rounds):
+        comm.reset_comm_stats()
+        chosen, fails = sample(config, round_index)
+        comm.broadcast(x, src=0)
+        total = torch.zeros(d + 1 + (d if scaffold else 0), dtype=torch.float64)
+        dropped: list[tuple[int, str]] = []
+        for k, failed in zip(chosen, fails):
+            if k % world != rank:
+                continue
+            if failed:
+                dropped.append((k, "failed"))
+                continue
+            n_k = len(parts[k])
+            work = ClientWork(config.algorithm, config.lr, config.local_epochs, config.batch, config.mu)
+            steps = local_steps(n_k, work)
+            if config.deadline is not None and steps * speeds[k] > config.deadline:
+                fit = int(config.deadline / speeds[k])
+                if not config.partial or fit < 1:
+                    dropped.append((k, "late"))
+                    continue
+                work = ClientWork(config.algorithm, config.lr, config.local_epochs, config.batch, config.mu, fit)
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + round_index * 10_007 + k)
+            idx = torch.from_numpy(parts[k])
+            delta, delta_control = client_update(model, x, (train_x[idx], train_y[idx]), work, generator, control,
+                                                 client_controls.get(k))
+            total[:d] += n_k * delta.double()
+            total[d] += n_k
+            if scaffold:
+                total[d + 1:] += delta_control.double()
+                client_controls[k] += delta_control
+        comm.all_reduce(total)
+        dropped = sorted(item for part in comm.all_gather_object(dropped) for item in part)
+        if total[d] > 0:
+            x = server.step(x, (total[:d] / total[d]).float())
+            if scaffold:
+                control += (total[d + 1:] / config.clients).float()
+        accuracy, loss = evaluate(model, x, test_x, test_y)
+        gone = {k for k, _ in dropped}
+        history.append({"round": round_index + 1, "accuracy": accuracy, "loss": loss,
+                        "bytes": comm.comm_stats()["total"], "clients": [k for k in chosen if k not in gone],
+                        "dropped": [{"client": k, "why": why} for k, why in dropped]})
+        if config.run_dir:
+            _save(config, round_index + 1, x, server, control, client_controls, history)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({"acc": f"{accuracy:.3f}", "loss": f"{loss:.3f}", "dropped": len(dropped)})
+    if bar is not None:
+        bar.close()
+    return {"history": history, "parameters": x} if rank == 0 else None
+
+
+def _bar(config: FederatedConfig, start: int):
+    from tqdm import tqdm
+
+    return tqdm(total=config.rounds, initial=start, desc=f"{config.algorithm} rounds", unit="round", dynamic_ncols=True)
+
+
+def _save(config, rounds_done, x, server, control, client_controls, history) -> None:
+    """The coordinator's state after a round; SCAFFOLD's client controls gathered from their ranks."""
+    controls = {}
+    if client_controls:
+        for part in comm.all_gather_object({k: v for k, v in client_controls.items()}):
+            controls.update(part)
+    if env.rank() != 0:
+        return
+    state = {"round": rounds_done, "x": x, "server": {"kind": server.kind, "state": server.state},
+             "control": control, "client_controls": controls, "history": history,
+             "config": {k: v for k, v in config.to_dict().items() if k in ("algorithm", "clients", "split", "seed")}}
+    path = os.path.join(config.run_dir, STATE_FILE)
+    write_file(path + ".tmp", lambda f: torch.save(state, f))
+    os.replace(path + ".tmp", path)
+
+
+def _load(config, server, control, client_controls) -> tuple[int, torch.Tensor, list[dict]]:
+    path = os.path.join(config.resume, STATE_FILE) if os.path.isdir(config.resume) else config.resume
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot resume from {config.resume}: {str(exc).splitlines()[0]}") from None
+    for key, value in state["config"].items():
+        if getattr(config, key) != value:
+            raise ConfigError(f"the run to resume used --{key.replace('_', '-')} {value}; resume with the same")
+    server.state = state["server"]["state"]
+    if control is not None and state["control"] is not None:
+        control.copy_(state["control"])
+    for k in client_controls:
+        if k in state["client_controls"]:
+            client_controls[k].copy_(state["client_controls"][k])
+    return int(state["round"]), state["x"], list(state["history"])

@@ -1,0 +1,71 @@
+"""Federated learning's pure parts: partitions, client updates, server optimizers."""
+
+import numpy as np
+import pytest
+import torch
+
+from shardwise.errors import ConfigError
+from shardwise.federated.algorithms import ClientWork, ServerOptimizer, client_update, local_steps
+from shardwise.federated.config import FederatedConfig
+from shardwise.federated.coordinator import build_model, load_digits, sample
+from shardwise.federated.partition import partition
+
+
+LABELS = np.repeat(np.arange(10), 30)
+
+
+@pytest.mark.parametrize("split", ["iid", "dirichlet:0.5", "dirichlet:0.1", "shards:2"])
+def test_partitions_cover_every_sample_once_and_leave_no_client_empty(split):
+    parts = partition(LABELS, 20, split, seed=3)
+    assert len(parts) == 20 and all(len(p) >= 1 for p in parts)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(LABELS)))
+    assert partition(LABELS, 20, split, seed=3)[5].tolist() == parts[5].tolist()  # seeded
+
+
+def test_skew_grows_as_alpha_shrinks_and_shards_give_two_classes():
+    def classes(parts):
+        return np.mean([len(set(LABELS[p].tolist())) for p in parts])
+    assert classes(partition(LABELS, 20, "dirichlet:0.1")) < classes(partition(LABELS, 20, "dirichlet:0.5")) \
+        < classes(partition(LABELS, 20, "iid"))
+    # two label-sorted shards per client; a shard may straddle two labels (as in McMahan et al.)
+    assert classes(partition(LABELS, 20, "shards:2")) <= 2.5
+    sizes = [len(p) for p in partition(LABELS, 20, "iid")]
+    assert len(set(sizes)) > 1  # sample counts vary
+
+
+def test_fedprox_without_mu_and_scaffold_without_controls_are_fedavg():
+    x_train, y_train, _, _ = load_digits(0)
+    model = build_model(0)
+    x = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    data = (x_train[:37], y_train[:37])
+    deltas = []
+    for algorithm in ("fedavg", "fedprox", "scaffold"):
+        work = ClientWork(algorithm, 0.05, 2, 10, mu=0.0)
+        zeros = torch.zeros_like(x)
+        delta, _ = client_update(model, x, data, work, torch.Generator().manual_seed(1), zeros, zeros)
+        deltas.append(delta)
+    assert torch.allclose(deltas[0], deltas[1]) and torch.allclose(deltas[0], deltas[2])
+    assert local_steps(37, ClientWork("fedavg", 0.05, 2, 10)) == 8 and local_steps(37, ClientWork("fedsgd", 0.05, 2, 10)) == 1
+
+
+def test_server_optimizers():
+    x, delta = torch.ones(3), torch.tensor([0.5, -0.5, 0.0])
+    assert torch.equal(ServerOptimizer("sgd", 1.0).step(x, delta), x + delta)
+    avgm = ServerOptimizer("avgm", 1.0, momentum=0.5)
+    first = avgm.step(x, delta)
+    assert torch.allclose(avgm.step(first, delta), first + 1.5 * delta)
+    adam = ServerOptimizer("adam", 0.01)
+    assert torch.allclose(adam.step(x, delta) - x, 0.01 * torch.sign(delta) * (delta.abs() > 0), atol=1e-3)
+
+
+def test_sampling_is_seeded_and_at_least_one():
+    config = FederatedConfig(clients=100, fraction=0.1, failure_rate=0.3)
+    assert sample(config, 4) == sample(config, 4) and len(sample(config, 4)[0]) == 10
+    assert len(sample(FederatedConfig(clients=5, fraction=0.01), 0)[0]) == 1
+
+
+@pytest.mark.parametrize("bad", [dict(algorithm="fedfoo"), dict(fraction=0), dict(split="dirichlet:0"),
+                                 dict(partial=True), dict(data="corpus"), dict(server_opt="lamb")])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ConfigError):
+        FederatedConfig(**bad).validate()
