@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--speed-spread", type=non_negative_real, default=0.0, help="clients' slowness exp(N(0, s^2))")
     p.add_argument("--failure-rate", type=real_number(least=0, most=0.99), default=0.0,
                    help="probability that a sampled client fails mid-round")
-    p.add_argument("--secure-agg", action="store_true", help="pairwise-masked aggregation (not available yet)")
+    p.add_argument("--secure-agg", action="store_true",
+                   help="pairwise-masked aggregation: the coordinator sees only masked vectors and their sum")
     p.add_argument("--dp-noise", type=non_negative_real, default=None, help="DP-FedAvg noise multiplier (not available yet)")
     p.add_argument("--dp-clip", type=positive_real, default=None, help="DP-FedAvg update clip (not available yet)")
     p.add_argument("--seed", type=int, default=0)
@@ -48,14 +49,14 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    if args.secure_agg or args.dp_noise is not None or args.dp_clip is not None:
-        raise ConfigError("--secure-agg and --dp-noise/--dp-clip are not available yet: run without them")
+    if args.dp_noise is not None or args.dp_clip is not None:
+        raise ConfigError("--dp-noise/--dp-clip are not available yet: run without them")
     config = FederatedConfig(
         data=args.data, algorithm=args.algorithm, server_opt=args.server_opt, server_lr=args.server_lr,
         clients=args.clients, fraction=args.fraction, local_epochs=args.local_epochs, batch=args.batch, lr=args.lr,
         mu=args.mu, split=args.split, rounds=args.rounds, target_accuracy=args.target_accuracy, seed=args.seed,
         nproc=args.nproc, deadline=args.deadline, partial=args.partial, speed_spread=args.speed_spread,
-        failure_rate=args.failure_rate, report=args.report, run_dir=args.run_dir, resume=args.resume,
+        failure_rate=args.failure_rate, secure_agg=args.secure_agg, report=args.report, run_dir=args.run_dir, resume=args.resume,
         progress=not args.no_progress)
     report = run_federated(config)
     last = report["rounds"][-1]

@@ -38,6 +38,8 @@ class FederatedConfig:
     """Clients' slowness factors are exp(N(0, spread²)) (0: all equal)."""
     failure_rate: float = 0.0
     """Probability that a sampled client fails mid-round."""
+    secure_agg: bool = False
+    """Pairwise-masked aggregation ([Note: secure aggregation])."""
     report: str | None = None
     run_dir: str | None = None
     resume: str | None = None

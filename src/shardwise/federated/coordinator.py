@@ -32,6 +32,7 @@ from .. import comm
 from ..errors import ConfigError
 from ..runtime import env
 from ..strategy.shard_files import write_file
+from . import secure_agg
 from .algorithms import ClientWork, ServerOptimizer, client_update, local_steps
 from .config import FederatedConfig
 from .partition import partition
@@ -101,8 +102,10 @@ def federate_rank(config: FederatedConfig) -> dict | None:
         comm.reset_comm_stats()
         chosen, fails = sample(config, round_index)
         comm.broadcast(x, src=0)
-        total = torch.zeros(d + 1 + (d if scaffold else 0), dtype=torch.float64)
+        length = d + 1 + (d if scaffold else 0)
+        vectors: dict[int, torch.Tensor] = {}  # this rank's returned clients: [n_k·Δ_k, n_k, Δc_k]
         dropped: list[tuple[int, str]] = []
+        keys = _key_exchange(chosen, rank, world, round_index) if config.secure_agg else None
         for k, failed in zip(chosen, fails):
             if k % world != rank:
                 continue
@@ -122,12 +125,22 @@ def federate_rank(config: FederatedConfig) -> dict | None:
             idx = torch.from_numpy(parts[k])
             delta, delta_control = client_update(model, x, (train_x[idx], train_y[idx]), work, generator, control,
                                                  client_controls.get(k))
-            total[:d] += n_k * delta.double()
-            total[d] += n_k
+            vector = torch.zeros(length, dtype=torch.float64)
+            vector[:d] = n_k * delta.double()
+            vector[d] = n_k
             if scaffold:
-                total[d + 1:] += delta_control.double()
+                vector[d + 1:] = delta_control.double()
                 client_controls[k] += delta_control
-        comm.all_reduce(total)
+            vectors[k] = vector
+        if config.secure_agg:
+            total, unmaskable = _secure_total(vectors, keys, length, round_index)
+            if unmaskable:  # the round is lost: its survivors' work cannot be unmasked
+                dropped += [(k, "unmaskable: fewer survivors than the secret-sharing threshold") for k in vectors]
+        else:
+            total = torch.zeros(length, dtype=torch.float64)
+            for vector in vectors.values():
+                total += vector
+            comm.all_reduce(total)
         dropped = sorted(item for part in comm.all_gather_object(dropped) for item in part)
         if total[d] > 0:
             x = server.step(x, (total[:d] / total[d]).float())
@@ -146,6 +159,57 @@ def federate_rank(config: FederatedConfig) -> dict | None:
     if bar is not None:
         bar.close()
     return {"history": history, "parameters": x} if rank == 0 else None
+
+
+def _key_exchange(chosen: list[int], rank: int, world: int, round_index: int) -> dict:
+    """[Note: secure aggregation] steps 1-2 for the sampled clients this rank hosts: key pairs,
+    public keys to everyone, Shamir shares of each private key to the other sampled clients.
+    Returns {"private": {k: key}, "publics": {k: key}, "shares": {owner: {holder: share}} (the
+    shares this rank's clients hold), "threshold": t}."""
+    mine = [k for k in chosen if k % world == rank]
+    private, public = {}, {}
+    for k in mine:
+        private[k], public[k] = secure_agg.keypair()
+    publics = {}
+    for part in comm.all_gather_object(public):
+        publics.update(part)
+    threshold = len(chosen) // 2 + 1
+    outgoing = {k: dict(zip(chosen, secure_agg.split_secret(private[k], len(chosen), threshold))) for k in mine}
+    held: dict[int, dict[int, tuple[int, int]]] = {}
+    for part in comm.all_gather_object(outgoing):  # relayed by the coordinator
+        for owner, by_holder in part.items():
+            held[owner] = {holder: share for holder, share in by_holder.items() if holder % world == rank}
+    return {"private": private, "publics": publics, "shares": held, "threshold": threshold, "chosen": chosen}
+
+
+def _secure_total(vectors: dict[int, torch.Tensor], keys: dict, length: int, round_index: int):
+    """The sum of the returned clients' vectors, seen by the coordinator only as masked vectors
+    ([Note: secure aggregation] steps 3-5); (total on every rank, whether unmasking failed)."""
+    masked = {k: secure_agg.masked(k, v.numpy(), keys["private"][k], keys["publics"], round_index)
+              for k, v in vectors.items()}
+    received: dict[int, np.ndarray] = {}
+    for part in comm.all_gather_object(masked):  # the clients' uploads to the coordinator
+        received.update(part)
+    survivors = sorted(received)
+    dropped = [k for k in keys["chosen"] if k not in received]
+    # survivors hand the coordinator their shares of the dropped clients' keys
+    offered = {j: [keys["shares"][j][h] for h in keys["shares"].get(j, {}) if h in received] for j in dropped}
+    shares: dict[int, list] = {j: [] for j in dropped}
+    for part in comm.all_gather_object(offered):
+        for j, got in part.items():
+            shares[j] += got
+    total = torch.zeros(length, dtype=torch.float64)
+    unmaskable = any(len(shares[j]) < keys["threshold"] for j in dropped)
+    if env.rank() == 0 and survivors and not unmaskable:
+        summed = np.zeros(length, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in survivors:
+                summed = summed + received[k]
+        rebuilt = {j: secure_agg.recover_secret(shares[j][:keys["threshold"]]) for j in dropped}
+        summed = secure_agg.remove_dropped(summed, survivors, rebuilt, keys["publics"], round_index)
+        total = torch.from_numpy(secure_agg.decode(summed))
+    comm.broadcast(total, src=0)
+    return total, unmaskable
 
 
 def _bar(config: FederatedConfig, start: int):
