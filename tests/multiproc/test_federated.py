@@ -74,3 +74,12 @@ def test_secure_aggregation_changes_nothing_in_the_sum():
     assert any(r["dropped"] for r in secure["rounds"])
     assert [r["dropped"] for r in secure["rounds"]] == [r["dropped"] for r in plain["rounds"]]
     assert [r["loss"] for r in secure["rounds"]] == pytest.approx([r["loss"] for r in plain["rounds"]], rel=1e-6)
+
+
+@pytest.mark.timeout(240)
+def test_dp_fedavg_reports_a_growing_epsilon_and_still_learns():
+    report = run_federated(FederatedConfig(clients=50, fraction=0.2, rounds=6, dp_noise=0.5, dp_clip=2.0, nproc=2,
+                                           progress=False))
+    eps = [r["epsilon"] for r in report["rounds"]]
+    assert all(a < b for a, b in zip(eps, eps[1:])) and report["rounds"][0]["delta"] == 1e-5
+    assert report["rounds"][-1]["accuracy"] > 0.3  # ten classes: chance is 0.1

@@ -69,3 +69,13 @@ def test_sampling_is_seeded_and_at_least_one():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         FederatedConfig(**bad).validate()
+
+
+def test_dp_clipping_and_the_accountant():
+    from shardwise.federated.privacy import clip_update, epsilon
+
+    big = torch.full((4,), 3.0)
+    assert torch.allclose(clip_update(big, 1.0).norm(), torch.tensor(1.0)) and torch.equal(clip_update(big / 100, 1.0), big / 100)
+    eps = [epsilon(r, 100, 10, 1.0, 1e-5) for r in (1, 10, 50)]
+    assert eps[0] < eps[1] < eps[2] < 20
+    assert epsilon(10, 100, 10, 2.0, 1e-5) < eps[1]  # more noise, less privacy spent

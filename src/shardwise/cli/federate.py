@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from ..errors import ConfigError
 from ..federated import FederatedConfig, run_federated
 from .parser import non_negative_real, positive_int, positive_real, real_number
 
@@ -37,8 +36,11 @@ def add_parser(subparsers) -> None:
                    help="probability that a sampled client fails mid-round")
     p.add_argument("--secure-agg", action="store_true",
                    help="pairwise-masked aggregation: the coordinator sees only masked vectors and their sum")
-    p.add_argument("--dp-noise", type=non_negative_real, default=None, help="DP-FedAvg noise multiplier (not available yet)")
-    p.add_argument("--dp-clip", type=positive_real, default=None, help="DP-FedAvg update clip (not available yet)")
+    p.add_argument("--dp-noise", type=non_negative_real, default=None,
+                   help="DP-FedAvg: noise multiplier z (Gaussian noise z*clip/m on the mean of m clipped updates)")
+    p.add_argument("--dp-clip", type=positive_real, default=DEFAULTS.dp_clip, help="DP-FedAvg: clip of each update's norm")
+    p.add_argument("--dp-delta", type=real_number(above=0, most=0.5), default=DEFAULTS.dp_delta,
+                   help="delta at which epsilon is reported each round")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nproc", type=positive_int, default=DEFAULTS.nproc)
     p.add_argument("--run-dir", default=None, help="folder for report.json, rounds.png and the coordinator's checkpoint")
@@ -49,18 +51,18 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    if args.dp_noise is not None or args.dp_clip is not None:
-        raise ConfigError("--dp-noise/--dp-clip are not available yet: run without them")
     config = FederatedConfig(
         data=args.data, algorithm=args.algorithm, server_opt=args.server_opt, server_lr=args.server_lr,
         clients=args.clients, fraction=args.fraction, local_epochs=args.local_epochs, batch=args.batch, lr=args.lr,
         mu=args.mu, split=args.split, rounds=args.rounds, target_accuracy=args.target_accuracy, seed=args.seed,
         nproc=args.nproc, deadline=args.deadline, partial=args.partial, speed_spread=args.speed_spread,
-        failure_rate=args.failure_rate, secure_agg=args.secure_agg, report=args.report, run_dir=args.run_dir, resume=args.resume,
+        failure_rate=args.failure_rate, dp_noise=args.dp_noise, dp_clip=args.dp_clip, dp_delta=args.dp_delta,
+        secure_agg=args.secure_agg, report=args.report, run_dir=args.run_dir, resume=args.resume,
         progress=not args.no_progress)
     report = run_federated(config)
     last = report["rounds"][-1]
     print(json.dumps({"rounds": len(report["rounds"]), "final_accuracy": round(last["accuracy"], 4),
                       "final_loss": round(last["loss"], 4), "rounds_to_target": report["rounds_to_target"],
-                      "bytes_to_target": report["bytes_to_target"]}))
+                      "bytes_to_target": report["bytes_to_target"],
+                      **({"epsilon": last["epsilon"], "delta": last["delta"]} if "epsilon" in last else {})}))
     return 0

@@ -38,6 +38,12 @@ class FederatedConfig:
     """Clients' slowness factors are exp(N(0, spread²)) (0: all equal)."""
     failure_rate: float = 0.0
     """Probability that a sampled client fails mid-round."""
+    dp_noise: float | None = None
+    """DP-FedAvg's noise multiplier z (None: no differential privacy) ([Note: DP-FedAvg])."""
+    dp_clip: float = 1.0
+    """DP-FedAvg's clip S of each client's update norm."""
+    dp_delta: float = 1e-5
+    """δ at which ε is reported."""
     secure_agg: bool = False
     """Pairwise-masked aggregation ([Note: secure aggregation])."""
     report: str | None = None
@@ -70,6 +76,12 @@ class FederatedConfig:
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigError(f"--target-accuracy must be in (0, 1], got {self.target_accuracy}")
         parse_split(self.split)
+        if self.dp_noise is not None:
+            if self.dp_noise < 0 or not self.dp_clip > 0 or not 0 < self.dp_delta < 1:
+                raise ConfigError("--dp-noise must be >= 0, --dp-clip positive and --dp-delta in (0, 1)")
+            if self.algorithm == "scaffold":
+                raise ConfigError("--dp-noise bounds each client's update; SCAFFOLD's control variates are not "
+                                  "covered: use fedavg, fedprox or fedsgd")
 
     @property
     def server_learning_rate(self) -> float:

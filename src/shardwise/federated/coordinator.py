@@ -32,7 +32,7 @@ from .. import comm
 from ..errors import ConfigError
 from ..runtime import env
 from ..strategy.shard_files import write_file
-from . import secure_agg
+from . import privacy, secure_agg
 from .algorithms import ClientWork, ServerOptimizer, client_update, local_steps
 from .config import FederatedConfig
 from .partition import partition
@@ -126,8 +126,12 @@ def federate_rank(config: FederatedConfig) -> dict | None:
             delta, delta_control = client_update(model, x, (train_x[idx], train_y[idx]), work, generator, control,
                                                  client_controls.get(k))
             vector = torch.zeros(length, dtype=torch.float64)
-            vector[:d] = n_k * delta.double()
-            vector[d] = n_k
+            if config.dp_noise is not None:  # [Note: DP-FedAvg]: clipped, every client weighs 1
+                vector[:d] = privacy.clip_update(delta, config.dp_clip).double()
+                vector[d] = 1.0
+            else:
+                vector[:d] = n_k * delta.double()
+                vector[d] = n_k
             if scaffold:
                 vector[d + 1:] = delta_control.double()
                 client_controls[k] += delta_control
@@ -142,7 +146,12 @@ def federate_rank(config: FederatedConfig) -> dict | None:
                 total += vector
             comm.all_reduce(total)
         dropped = sorted(item for part in comm.all_gather_object(dropped) for item in part)
-        if total[d] > 0:
+        epsilon = None
+        if config.dp_noise is not None:
+            mean = _noisy_mean(total[:d], len(chosen), config)
+            x = server.step(x, mean.float())
+            epsilon = privacy.epsilon(round_index + 1, config.clients, len(chosen), config.dp_noise, config.dp_delta)
+        elif total[d] > 0:
             x = server.step(x, (total[:d] / total[d]).float())
             if scaffold:
                 control += (total[d + 1:] / config.clients).float()
@@ -150,7 +159,9 @@ def federate_rank(config: FederatedConfig) -> dict | None:
         gone = {k for k, _ in dropped}
         history.append({"round": round_index + 1, "accuracy": accuracy, "loss": loss,
                         "bytes": comm.comm_stats()["total"], "clients": [k for k in chosen if k not in gone],
-                        "dropped": [{"client": k, "why": why} for k, why in dropped]})
+                        "dropped": [{"client": k, "why": why} for k, why in dropped],
+                        **({"epsilon": epsilon if math.isfinite(epsilon) else None, "delta": config.dp_delta}
+                           if epsilon is not None else {})})
         if config.run_dir:
             _save(config, round_index + 1, x, server, control, client_controls, history)
         if bar is not None:
@@ -159,6 +170,18 @@ def federate_rank(config: FederatedConfig) -> dict | None:
     if bar is not None:
         bar.close()
     return {"history": history, "parameters": x} if rank == 0 else None
+
+
+def _noisy_mean(total: torch.Tensor, sampled: int, config: FederatedConfig) -> torch.Tensor:
+    """The clipped updates' sum over the expected count, plus the coordinator's Gaussian noise
+    (drawn on rank 0 from fresh randomness, then sent to every rank)."""
+    mean = total / sampled
+    if env.rank() == 0:
+        noise = torch.randn(mean.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(
+            int.from_bytes(os.urandom(8), "little")))
+        mean = mean + noise * (config.dp_noise * config.dp_clip / sampled)
+    comm.broadcast(mean, src=0)
+    return mean
 
 
 def _key_exchange(chosen: list[int], rank: int, world: int, round_index: int) -> dict:
