@@ -11,7 +11,8 @@ from torch.nn.utils import parameters_to_vector
 
 import shardwise as sw
 from shardwise.federated import FederatedConfig, run_federated
-from shardwise.federated.coordinator import build_model, federate_rank, load_digits
+from shardwise.federated.coordinator import federate_rank, load_digits
+from shardwise.federated.tasks import digits_model as build_model
 from shardwise.testing.parity import ATOL, RTOL
 
 

@@ -7,7 +7,8 @@ import torch
 from shardwise.errors import ConfigError
 from shardwise.federated.algorithms import ClientWork, ServerOptimizer, client_update, local_steps
 from shardwise.federated.config import FederatedConfig
-from shardwise.federated.coordinator import build_model, load_digits, sample
+from shardwise.federated.coordinator import load_digits, sample
+from shardwise.federated.tasks import digits_model as build_model
 from shardwise.federated.partition import partition
 
 
@@ -65,7 +66,7 @@ def test_sampling_is_seeded_and_at_least_one():
 
 
 @pytest.mark.parametrize("bad", [dict(algorithm="fedfoo"), dict(fraction=0), dict(split="dirichlet:0"),
-                                 dict(partial=True), dict(data="corpus"), dict(server_opt="lamb")])
+                                 dict(partial=True), dict(data="imagenet"), dict(server_opt="lamb")])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         FederatedConfig(**bad).validate()
@@ -79,3 +80,20 @@ def test_dp_clipping_and_the_accountant():
     eps = [epsilon(r, 100, 10, 1.0, 1e-5) for r in (1, 10, 50)]
     assert eps[0] < eps[1] < eps[2] < 20
     assert epsilon(10, 100, 10, 2.0, 1e-5) < eps[1]  # more noise, less privacy spent
+
+
+def test_the_corpus_is_split_by_source_file():
+    from shardwise.data.corpus import CORPUS_FILES
+    from shardwise.federated.tasks import SourceFiles
+
+    task = SourceFiles(len(CORPUS_FILES), seed=0)
+    sizes = [len(task.client_data(k)[0]) for k in range(task.clients)]
+    assert task.clients == 23 and min(sizes) >= 1 and max(sizes) > 5 * min(sizes)  # natural, unequal clients
+    x, y = task.client_data(0)
+    assert torch.equal(x[0, 1:], y[0, :-1])  # next-character targets
+    # each file its own distribution: character frequencies differ between clients
+    def freq(k):
+        return torch.bincount(task.client_data(k)[0].reshape(-1), minlength=96).float() / task.client_data(k)[0].numel()
+    assert (freq(0) - freq(5)).abs().sum() > 0.1
+    with pytest.raises(ConfigError, match="--clients 23"):
+        SourceFiles(10, seed=0)

@@ -52,7 +52,7 @@ def local_steps(n: int, work: ClientWork) -> int:
 
 def client_update(model: nn.Module, x: torch.Tensor, data: tuple[torch.Tensor, torch.Tensor], work: ClientWork,
                   generator: torch.Generator, control: torch.Tensor | None = None,
-                  client_control: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  client_control: torch.Tensor | None = None, loss_fn=F.cross_entropy) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(Δ, Δc or None) of one client from global parameters `x` ([Note: federated algorithms])."""
     inputs, labels = data
     n = len(labels)
@@ -68,7 +68,7 @@ def client_update(model: nn.Module, x: torch.Tensor, data: tuple[torch.Tensor, t
             if taken == steps:
                 break
             idx = order[start:start + batch]
-            loss = F.cross_entropy(model(inputs[idx]), labels[idx])
+            loss = loss_fn(model(inputs[idx]), labels[idx])
             if work.algorithm == "fedprox" and work.mu > 0:
                 loss = loss + work.mu / 2 * (parameters_to_vector(params) - x).pow(2).sum()
             optimizer.zero_grad()

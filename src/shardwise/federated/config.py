@@ -52,9 +52,8 @@ class FederatedConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.data not in ("digits",):
-            raise ConfigError(f"--data must be digits (the corpus split by source file is not available yet), "
-                              f"got '{self.data}'")
+        if self.data not in ("digits", "corpus"):
+            raise ConfigError(f"--data must be digits or corpus, got '{self.data}'")
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got '{self.algorithm}'")
         if self.server_opt not in SERVER_OPTIMIZERS:

@@ -24,7 +24,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
@@ -35,26 +34,15 @@ from ..strategy.shard_files import write_file
 from . import privacy, secure_agg
 from .algorithms import ClientWork, ServerOptimizer, client_update, local_steps
 from .config import FederatedConfig
-from .partition import partition
+from .tasks import Digits, make_task
 
 STATE_FILE = "coordinator.pt"
 
 
 def load_digits(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled 8x8 digits, scaled to [0, 1], 80/20 train/test by a seeded shuffle."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    bunch = sklearn_digits()
-    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.int64)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    cut = int(0.8 * len(y))
-    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
-
-
-def build_model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    """The digits task's train and test tensors (for tests and references)."""
+    task = Digits(1, "iid", seed)
+    return task.train_x, task.train_y, task.test_x, task.test_y
 
 
 def sample(config: FederatedConfig, round_index: int) -> tuple[list[int], list[bool]]:
@@ -72,19 +60,17 @@ def slowness(config: FederatedConfig) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+def evaluate(task, model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     vector_to_parameters(x.clone(), list(model.parameters()))
-    logits = model(inputs)
-    return float((logits.argmax(1) == labels).float().mean()), float(F.cross_entropy(logits, labels))
+    return task.evaluate(model)
 
 
 def federate_rank(config: FederatedConfig) -> dict | None:
     """Rank 0: {"history": one entry per round, "parameters": the final global vector}."""
     torch.set_num_threads(1)
     rank, world = env.rank(), env.world_size()
-    train_x, train_y, test_x, test_y = load_digits(config.seed)
-    parts = partition(train_y.numpy(), config.clients, config.split, config.seed)
-    model = build_model(config.seed)
+    task = make_task(config.data, config.clients, config.split, config.seed)
+    model = task.build_model()
     x = parameters_to_vector(model.parameters()).detach().clone()
     d = x.numel()
     server = ServerOptimizer(config.server_opt, config.server_learning_rate)
@@ -112,7 +98,8 @@ def federate_rank(config: FederatedConfig) -> dict | None:
             if failed:
                 dropped.append((k, "failed"))
                 continue
-            n_k = len(parts[k])
+            data = task.client_data(k)
+            n_k = len(data[1])
             work = ClientWork(config.algorithm, config.lr, config.local_epochs, config.batch, config.mu)
             steps = local_steps(n_k, work)
             if config.deadline is not None and steps * speeds[k] > config.deadline:
@@ -122,9 +109,8 @@ def federate_rank(config: FederatedConfig) -> dict | None:
                     continue
                 work = ClientWork(config.algorithm, config.lr, config.local_epochs, config.batch, config.mu, fit)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + round_index * 10_007 + k)
-            idx = torch.from_numpy(parts[k])
-            delta, delta_control = client_update(model, x, (train_x[idx], train_y[idx]), work, generator, control,
-                                                 client_controls.get(k))
+            delta, delta_control = client_update(model, x, data, work, generator, control, client_controls.get(k),
+                                                 loss_fn=task.loss)
             vector = torch.zeros(length, dtype=torch.float64)
             if config.dp_noise is not None:  # [Note: DP-FedAvg]: clipped, every client weighs 1
                 vector[:d] = privacy.clip_update(delta, config.dp_clip).double()
@@ -155,7 +141,7 @@ def federate_rank(config: FederatedConfig) -> dict | None:
             x = server.step(x, (total[:d] / total[d]).float())
             if scaffold:
                 control += (total[d + 1:] / config.clients).float()
-        accuracy, loss = evaluate(model, x, test_x, test_y)
+        accuracy, loss = evaluate(task, model, x)
         gone = {k for k, _ in dropped}
         history.append({"round": round_index + 1, "accuracy": accuracy, "loss": loss,
                         "bytes": comm.comm_stats()["total"], "clients": [k for k in chosen if k not in gone],
