@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 import torch
@@ -85,6 +86,7 @@ def federate_rank(config: FederatedConfig) -> dict | None:
         start, x, history = _load(config, server, control, client_controls)
     bar = _bar(config, start) if rank == 0 and config.progress else None
     for round_index in range(start, config.rounds):
+        started = time.perf_counter()
         comm.reset_comm_stats()
         chosen, fails = sample(config, round_index)
         comm.broadcast(x, src=0)
@@ -141,9 +143,10 @@ def federate_rank(config: FederatedConfig) -> dict | None:
             x = server.step(x, (total[:d] / total[d]).float())
             if scaffold:
                 control += (total[d + 1:] / config.clients).float()
+        seconds = time.perf_counter() - started  # the round itself, before the test-set evaluation
         accuracy, loss = evaluate(task, model, x)
         gone = {k for k, _ in dropped}
-        history.append({"round": round_index + 1, "accuracy": accuracy, "loss": loss,
+        history.append({"round": round_index + 1, "accuracy": accuracy, "loss": loss, "seconds": seconds,
                         "bytes": comm.comm_stats()["total"], "clients": [k for k in chosen if k not in gone],
                         "dropped": [{"client": k, "why": why} for k, why in dropped],
                         **({"epsilon": epsilon if math.isfinite(epsilon) else None, "delta": config.dp_delta}

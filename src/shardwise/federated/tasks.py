@@ -62,7 +62,7 @@ class Digits(Task):
         return digits_model(self.seed)
 
     def client_data(self, k: int):
-        idx = torch.from_numpy(self.parts[k])
+        idx = torch.tensor(self.parts[k])
         return self.train_x[idx], self.train_y[idx]
 
 
