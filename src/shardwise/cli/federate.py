@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default=DEFAULTS.split, help="iid, dirichlet:ALPHA or shards:N (N label-sorted shards per client)")
     p.add_argument("--rounds", type=positive_int, default=DEFAULTS.rounds)
     p.add_argument("--target-accuracy", type=real_number(above=0, most=1), default=None)
+    p.add_argument("--stop-at-target", action="store_true", help="end at the first round reaching --target-accuracy")
     p.add_argument("--deadline", type=positive_real, default=None,
                    help="round deadline in local steps of a speed-1 client; later clients are dropped")
     p.add_argument("--partial", action="store_true", help="with --deadline: keep a late client's finished steps")
@@ -54,7 +55,8 @@ def main(args) -> int:
     config = FederatedConfig(
         data=args.data, algorithm=args.algorithm, server_opt=args.server_opt, server_lr=args.server_lr,
         clients=args.clients, fraction=args.fraction, local_epochs=args.local_epochs, batch=args.batch, lr=args.lr,
-        mu=args.mu, split=args.split, rounds=args.rounds, target_accuracy=args.target_accuracy, seed=args.seed,
+        mu=args.mu, split=args.split, rounds=args.rounds, target_accuracy=args.target_accuracy,
+        stop_at_target=args.stop_at_target, seed=args.seed,
         nproc=args.nproc, deadline=args.deadline, partial=args.partial, speed_spread=args.speed_spread,
         failure_rate=args.failure_rate, dp_noise=args.dp_noise, dp_clip=args.dp_clip, dp_delta=args.dp_delta,
         secure_agg=args.secure_agg, report=args.report, run_dir=args.run_dir, resume=args.resume,

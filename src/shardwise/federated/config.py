@@ -28,6 +28,8 @@ class FederatedConfig:
     split: str = "iid"
     rounds: int = 50
     target_accuracy: float | None = None
+    stop_at_target: bool = False
+    """End the run at the first round that reaches the target accuracy."""
     seed: int = 0
     nproc: int = 2
     deadline: float | None = None

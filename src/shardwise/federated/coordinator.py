@@ -156,6 +156,8 @@ def federate_rank(config: FederatedConfig) -> dict | None:
         if bar is not None:
             bar.update(1)
             bar.set_postfix({"acc": f"{accuracy:.3f}", "loss": f"{loss:.3f}", "dropped": len(dropped)})
+        if config.stop_at_target and config.target_accuracy is not None and accuracy >= config.target_accuracy:
+            break  # every rank evaluates the same x, so every rank stops here
     if bar is not None:
         bar.close()
     return {"history": history, "parameters": x} if rank == 0 else None
