@@ -21,10 +21,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from shardwise.federated import FederatedConfig, run_federated  # noqa: E402
 
 METHODS = {
-    "fedsgd": (dict(algorithm="fedsgd"), (0.25, 0.5, 1.0)),
-    "fedavg": (dict(algorithm="fedavg", local_epochs=5, batch=10), (0.05, 0.1, 0.2)),
-    "fedprox": (dict(algorithm="fedprox", local_epochs=5, batch=10, mu=0.01), (0.05, 0.1, 0.2)),
-    "scaffold": (dict(algorithm="scaffold", local_epochs=5, batch=10), (0.05, 0.1, 0.2)),
+    "fedsgd": (dict(algorithm="fedsgd"), (0.5, 1.0, 1.5)),
+    "fedavg": (dict(algorithm="fedavg", local_epochs=5, batch=10), (0.1, 0.2, 0.4)),
+    "fedprox": (dict(algorithm="fedprox", local_epochs=5, batch=10, mu=0.01), (0.1, 0.2, 0.4)),
+    "scaffold": (dict(algorithm="scaffold", local_epochs=5, batch=10), (0.1, 0.2, 0.4)),
 }
 SPLITS = ("iid", "dirichlet:0.5", "dirichlet:0.1")
 
