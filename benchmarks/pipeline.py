@@ -47,6 +47,18 @@ def batch(args):
     return torch.randn(args.batch, args.width, generator=g), torch.randn(args.batch, args.width, generator=g)
 
 
+def timed(step, args) -> list[float]:
+    """Seconds of each of `args.steps` consecutive steps after `args.warmup` untimed ones."""
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def shardwise_rank(args, schedule: str) -> dict:
     torch.set_num_threads(1)
     model = build(args.width, args.depth)
@@ -60,13 +72,7 @@ def shardwise_rank(args, schedule: str) -> dict:
         optimizer.step()
         optimizer.zero_grad()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
+    times = timed(step, args)
     model.record_steps(True)
     step()
     record = model.last_step_record()
@@ -106,14 +112,7 @@ def torch_rank(args, schedule: str) -> dict:
         optimizer.step()
         optimizer.zero_grad()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return {"times": times}
+    return {"times": timed(step, args)}
 
 
 def measured_bubble(per_rank: list[dict]) -> float:

@@ -106,13 +106,7 @@ class PipelineRunner:
         return self.ranks[self.schedule.rank_of(stage)]
 
     def train_step(self, inputs: torch.Tensor, targets, loss_fn) -> torch.Tensor:
-        m = self.schedule.microbatches
-        if inputs.shape[0] % m:
-            raise ConfigError(f"the batch of {inputs.shape[0]} does not split into {m} equal micro-batches: "
-                              f"give a batch that is a multiple of {m}, or other --microbatches")
-        micro_inputs = inputs.chunk(m) if self._holds(0) else None
-        micro_targets = targets.chunk(m) if targets is not None and self._holds(self.last_stage) else None
-        step = _Step(self, micro_inputs, micro_targets, loss_fn, train=True)
+        step = _Step(self, *self._micro(inputs, targets), loss_fn, train=True)
         step.run()
         self.last_record = step.record
         self._sum_tied_gradients()
@@ -121,15 +115,19 @@ class PipelineRunner:
     @torch.no_grad()
     def eval_step(self, inputs: torch.Tensor, targets, loss_fn) -> torch.Tensor:
         """The mean loss of the batch, forwards only (the schedule's forward order)."""
+        step = _Step(self, *self._micro(inputs, targets), loss_fn, train=False)
+        step.run()
+        return self._mean_loss(step.loss_sum)
+
+    def _micro(self, inputs: torch.Tensor, targets) -> tuple:
+        """The micro-batches of the inputs (first stage's rank) and targets (last stage's)."""
         m = self.schedule.microbatches
         if inputs.shape[0] % m:
             raise ConfigError(f"the batch of {inputs.shape[0]} does not split into {m} equal micro-batches: "
-                              f"give a batch that is a multiple of {m}")
+                              f"give a batch that is a multiple of {m}, or other --microbatches")
         micro_inputs = inputs.chunk(m) if self._holds(0) else None
-        micro_targets = targets.chunk(m) if self._holds(self.last_stage) else None
-        step = _Step(self, micro_inputs, micro_targets, loss_fn, train=False)
-        step.run()
-        return self._mean_loss(step.loss_sum)
+        micro_targets = targets.chunk(m) if targets is not None and self._holds(self.last_stage) else None
+        return micro_inputs, micro_targets
 
     def _holds(self, stage: int) -> bool:
         return stage in self.stages

@@ -70,12 +70,7 @@ class ReplicatedState:
         self.module, self.optimizer, self.own, self.wrapper = module, optimizer, list(own), wrapper
 
     def tensors(self):
-        for p in self.module.parameters():
-            yield p
-            if p.grad is not None:
-                yield p.grad
-        yield from self.own
-        yield from optimizer_tensors(self.optimizer)
+        yield from held_tensors(self.module.parameters(), self.own, self.optimizer)
 
     def shapes(self) -> dict[str, tuple]:
         return {name: tuple(p.shape) for name, p in self.module.named_parameters() if p.requires_grad}
@@ -106,6 +101,16 @@ class PieceView(torch.Tensor):
 
     def local_tensors(self) -> list[torch.Tensor]:
         raise NotImplementedError
+
+
+def held_tensors(params, own, optimizer):
+    """Parameters, their gradients, a strategy's own buffers and the optimizer's state tensors."""
+    for p in params:
+        yield p
+        if p.grad is not None:
+            yield p.grad
+    yield from own
+    yield from optimizer_tensors(optimizer)
 
 
 def optimizer_tensors(optimizer):

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .module import optimizer_tensors
+from .module import held_tensors
 from .pieces import SavedPiece, is_per_element, make_piece
 from .slices import element_ranges, take
 
@@ -53,12 +53,7 @@ class PartsState:
         self._extra, self._load_extra = extra, load_extra
 
     def tensors(self):
-        for p in self.local:
-            yield p
-            if p.grad is not None:
-                yield p.grad
-        yield from self.own
-        yield from optimizer_tensors(self.optimizer)
+        yield from held_tensors(self.local, self.own, self.optimizer)
 
     def shapes(self) -> dict[str, tuple]:
         return dict(self._shapes)
