@@ -40,7 +40,7 @@ def test_fedavg_with_one_full_batch_step_is_fedsgd_is_gradient_descent():
 
 @pytest.mark.timeout(240)
 def test_dropped_clients_are_named_and_left_out(tmp_path):
-    report = run_federated(FederatedConfig(clients=20, fraction=0.5, rounds=4, failure_rate=0.3, speed_spread=1.0,
+    report = run_federated(FederatedConfig(clients=20, fraction=0.5, rounds=3, failure_rate=0.3, speed_spread=1.0,
                                            deadline=12.0, nproc=2, progress=False, report=str(tmp_path / "r.json")))
     entries = report["rounds"]
     assert {"round", "accuracy", "loss", "bytes", "clients", "dropped"} <= set(entries[0])
@@ -56,11 +56,11 @@ def test_dropped_clients_are_named_and_left_out(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_a_resumed_coordinator_continues_the_same_curve(tmp_path):
-    base = FederatedConfig(algorithm="scaffold", server_opt="avgm", clients=16, fraction=0.25, rounds=6, nproc=2,
+    base = FederatedConfig(algorithm="scaffold", server_opt="avgm", clients=16, fraction=0.25, rounds=4, nproc=2,
                            split="dirichlet:0.3", progress=False)
     whole = run_federated(base)
     run_dir = str(tmp_path / "run")
-    run_federated(dataclasses.replace(base, rounds=3, run_dir=run_dir))
+    run_federated(dataclasses.replace(base, rounds=2, run_dir=run_dir))
     resumed = run_federated(dataclasses.replace(base, run_dir=run_dir, resume=run_dir))
     assert [r["accuracy"] for r in resumed["rounds"]] == pytest.approx([r["accuracy"] for r in whole["rounds"]], abs=1e-6)
     assert [r["loss"] for r in resumed["rounds"]] == pytest.approx([r["loss"] for r in whole["rounds"]], rel=1e-5)
@@ -69,7 +69,7 @@ def test_a_resumed_coordinator_continues_the_same_curve(tmp_path):
 @pytest.mark.timeout(240)
 def test_secure_aggregation_changes_nothing_in_the_sum():
     # clients fail after masking in most rounds: their masks are removed from rebuilt keys
-    base = FederatedConfig(clients=30, fraction=0.34, rounds=3, failure_rate=0.2, nproc=2, progress=False)
+    base = FederatedConfig(clients=30, fraction=0.34, rounds=2, failure_rate=0.2, nproc=2, progress=False)
     plain = run_federated(base)
     secure = run_federated(dataclasses.replace(base, secure_agg=True))
     assert any(r["dropped"] for r in secure["rounds"])
@@ -79,8 +79,10 @@ def test_secure_aggregation_changes_nothing_in_the_sum():
 
 @pytest.mark.timeout(240)
 def test_dp_fedavg_reports_a_growing_epsilon_and_still_learns():
-    report = run_federated(FederatedConfig(clients=50, fraction=0.2, rounds=6, dp_noise=0.5, dp_clip=2.0, nproc=2,
-                                           progress=False))
+    config = FederatedConfig(clients=50, fraction=0.2, rounds=6, dp_noise=0.3, dp_clip=1.0, dp_noise_seed=0, nproc=2,
+                             progress=False)
+    report = run_federated(config)
     eps = [r["epsilon"] for r in report["rounds"]]
     assert all(a < b for a, b in zip(eps, eps[1:])) and report["rounds"][0]["delta"] == 1e-5
-    assert report["rounds"][-1]["accuracy"] > 0.3  # ten classes: chance is 0.1
+    accuracy = [r["accuracy"] for r in report["rounds"]]
+    assert accuracy[-1] > accuracy[0] and accuracy[-1] > 0.3  # ten classes: chance is 0.1

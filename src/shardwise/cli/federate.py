@@ -15,10 +15,13 @@ def add_parser(subparsers) -> None:
                               description="Rounds of client sampling, local training and weighted aggregation, "
                                           "K clients multiplexed onto --nproc local ranks.")
     p.add_argument("--data", default=DEFAULTS.data, help="digits (scikit-learn's bundled 8x8 digits)")
-    p.add_argument("--algorithm", default=DEFAULTS.algorithm, choices=["fedsgd", "fedavg", "fedprox", "scaffold"])
-    p.add_argument("--server-opt", default=DEFAULTS.server_opt, choices=["sgd", "avgm", "adam"])
+    p.add_argument("--algorithm", default=DEFAULTS.algorithm, choices=["fedsgd", "fedavg", "fedprox", "scaffold"],
+                   help="what clients do each round: one full-batch step, E epochs, E epochs with a proximal term, "
+                        "E epochs with control variates")
+    p.add_argument("--server-opt", default=DEFAULTS.server_opt, choices=["sgd", "avgm", "adam"],
+                   help="how the coordinator applies the mean update: plain (FedAvg), with momentum (FedAvgM), Adam (FedAdam)")
     p.add_argument("--server-lr", type=positive_real, default=None, help="default 1 (sgd, avgm) or 0.01 (adam)")
-    p.add_argument("--clients", type=positive_int, default=DEFAULTS.clients)
+    p.add_argument("--clients", type=positive_int, default=DEFAULTS.clients, help="K, clients in all (corpus: 23, one per file)")
     p.add_argument("--fraction", type=real_number(above=0, most=1), default=DEFAULTS.fraction,
                    help="clients sampled per round (C)")
     p.add_argument("--local-epochs", type=positive_int, default=DEFAULTS.local_epochs, help="E")
@@ -26,8 +29,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr", type=positive_real, default=DEFAULTS.lr, help="clients' SGD learning rate")
     p.add_argument("--mu", type=non_negative_real, default=DEFAULTS.mu, help="FedProx's proximal weight")
     p.add_argument("--split", default=DEFAULTS.split, help="iid, dirichlet:ALPHA or shards:N (N label-sorted shards per client)")
-    p.add_argument("--rounds", type=positive_int, default=DEFAULTS.rounds)
-    p.add_argument("--target-accuracy", type=real_number(above=0, most=1), default=None)
+    p.add_argument("--rounds", type=positive_int, default=DEFAULTS.rounds, help="communication rounds")
+    p.add_argument("--target-accuracy", type=real_number(above=0, most=1), default=None,
+                   help="test accuracy whose first round the report gives as rounds_to_target")
     p.add_argument("--stop-at-target", action="store_true", help="end at the first round reaching --target-accuracy")
     p.add_argument("--deadline", type=positive_real, default=None,
                    help="round deadline in local steps of a speed-1 client; later clients are dropped")
@@ -42,12 +46,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dp-clip", type=positive_real, default=DEFAULTS.dp_clip, help="DP-FedAvg: clip of each update's norm")
     p.add_argument("--dp-delta", type=real_number(above=0, most=0.5), default=DEFAULTS.dp_delta,
                    help="delta at which epsilon is reported each round")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nproc", type=positive_int, default=DEFAULTS.nproc)
+    p.add_argument("--seed", type=int, default=0, help="seed of the model, the partition, the sampling and the clients' batches")
+    p.add_argument("--nproc", type=positive_int, default=DEFAULTS.nproc, help="local ranks the clients are spread over")
     p.add_argument("--run-dir", default=None, help="folder for report.json, rounds.png and the coordinator's checkpoint")
     p.add_argument("--resume", default=None, metavar="RUN", help="run folder whose coordinator checkpoint to continue")
-    p.add_argument("--report", default=None, metavar="PATH")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report", default=None, metavar="PATH", help="also write the JSON report here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=main)
 
 

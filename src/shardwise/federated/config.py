@@ -46,6 +46,8 @@ class FederatedConfig:
     """DP-FedAvg's clip S of each client's update norm."""
     dp_delta: float = 1e-5
     """δ at which ε is reported."""
+    dp_noise_seed: int | None = None
+    """Seed of the DP noise (None: fresh randomness each round, as privacy needs; tests fix it)."""
     secure_agg: bool = False
     """Pairwise-masked aggregation ([Note: secure aggregation])."""
     report: str | None = None

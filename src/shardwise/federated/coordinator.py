@@ -136,7 +136,7 @@ def federate_rank(config: FederatedConfig) -> dict | None:
         dropped = sorted(item for part in comm.all_gather_object(dropped) for item in part)
         epsilon = None
         if config.dp_noise is not None:
-            mean = _noisy_mean(total[:d], len(chosen), config)
+            mean = _noisy_mean(total[:d], len(chosen), config, round_index)
             x = server.step(x, mean.float())
             epsilon = privacy.epsilon(round_index + 1, config.clients, len(chosen), config.dp_noise, config.dp_delta)
         elif total[d] > 0:
@@ -163,13 +163,14 @@ def federate_rank(config: FederatedConfig) -> dict | None:
     return {"history": history, "parameters": x} if rank == 0 else None
 
 
-def _noisy_mean(total: torch.Tensor, sampled: int, config: FederatedConfig) -> torch.Tensor:
+def _noisy_mean(total: torch.Tensor, sampled: int, config: FederatedConfig, round_index: int) -> torch.Tensor:
     """The clipped updates' sum over the expected count, plus the coordinator's Gaussian noise
-    (drawn on rank 0 from fresh randomness, then sent to every rank)."""
+    (drawn on rank 0 from fresh randomness unless `dp_noise_seed` is set, then sent to every rank)."""
     mean = total / sampled
     if env.rank() == 0:
-        noise = torch.randn(mean.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(
-            int.from_bytes(os.urandom(8), "little")))
+        seed = (int.from_bytes(os.urandom(8), "little") if config.dp_noise_seed is None
+                else config.dp_noise_seed * 1_000_003 + round_index)
+        noise = torch.randn(mean.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         mean = mean + noise * (config.dp_noise * config.dp_clip / sampled)
     comm.broadcast(mean, src=0)
     return mean
