@@ -10,28 +10,13 @@ from shardwise.testing.parity import ATOL, RTOL, Run, run_reference
 from shardwise.testing.pipeline_parity import check_model_parallel_parity
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("stages", [2, 4])
-def test_pipeline_parity_every_schedule(stages):
-    runs = [Run(case, sw.Pipeline(stages=stages, microbatches=m, schedule=schedule), steps=4)
+def _pipelines(stages: int) -> list[Run]:
+    return [Run(case, sw.Pipeline(stages=stages, microbatches=m, schedule=schedule), steps=4)
             for case in ("mlp_deep", "gpt_deep")
             for schedule, m in (("gpipe", 4), ("1f1b", 8), ("interleaved-1f1b", 2 * stages))]
-    assert check_model_parallel_parity(runs, stages) == []
 
 
-@pytest.mark.timeout(300)
-def test_tensor_parallel_parity():
-    # the odd MLP's 13 features split 7 + 6; the GPT's attention by heads, its MLP 32 + 32
-    runs = [Run(case, sw.TensorParallel(size=2), steps=4) for case in ("mlp", "mlp_deep", "gpt_tied")]
-    assert check_model_parallel_parity(runs, 2) == []
-
-
-MESHES = [(2, 2, 1), (2, 1, 2), (1, 2, 2)]
-
-
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("dp,pp,tp", MESHES)
-def test_mesh_parity(dp, pp, tp):
+def _meshes(dp: int, pp: int, tp: int) -> list[Run]:
     runs = []
     for case in ("mlp", "gpt_tied"):
         for dp_strategy in ("ddp", "zero1", "zero2") if (dp, pp, tp) == (2, 2, 1) else ("ddp", "zero1"):
@@ -42,7 +27,23 @@ def test_mesh_parity(dp, pp, tp):
                     continue  # every schedule on the GPT with ddp and zero1
                 pipeline = sw.Pipeline(stages=pp, microbatches=m, schedule=schedule) if pp > 1 else None
                 runs.append(Run(case, sw.Mesh(dp=dp, pp=pp, tp=tp, dp_strategy=dp_strategy, pipeline=pipeline), steps=3))
-    assert check_model_parallel_parity(runs, dp * pp * tp) == []
+    return runs
+
+
+@pytest.mark.timeout(300)
+def test_two_rank_pipeline_and_tensor_parallel_parity():
+    # every schedule at pp = 2; tp = 2: the odd MLP's 13 features split 7 + 6, the GPT's
+    # attention by heads and its MLP 32 + 32
+    tensor = [Run(case, sw.TensorParallel(size=2), steps=4) for case in ("mlp", "mlp_deep", "gpt_tied")]
+    assert check_model_parallel_parity(_pipelines(2) + tensor, 2) == []
+
+
+@pytest.mark.timeout(500)
+def test_four_rank_layouts_parity():
+    # (1,4,1) with every schedule; (2,2,1), (2,1,2), (1,2,2) with ddp and zero1 (zero2 on (2,2,1)):
+    # one launch of four ranks serves them all (each mesh makes its own groups)
+    runs = _pipelines(4) + _meshes(2, 2, 1) + _meshes(2, 1, 2) + _meshes(1, 2, 2)
+    assert check_model_parallel_parity(runs, 4, timeout_s=450) == []
 
 
 def _resume(run, save, load):
