@@ -20,7 +20,8 @@ def shardwise(*args, timeout=110):
 @pytest.mark.timeout(120)
 def test_small_bench_writes_table_json_and_charts(tmp_path):
     out, report_path = tmp_path / "out", tmp_path / "report" / "bench.json"
-    done = shardwise("bench", "--width", "64", "--depth", "2", "--steps", "2", "--warmup", "1",
+    # every configuration interleaved in one launch; the launch-per-configuration pass is the next test's
+    done = shardwise("bench", "--width", "64", "--depth", "2", "--steps", "2", "--warmup", "1", "--rss", "shared",
                      "--json", str(report_path), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert "| config | step ms (IQR) | / torch_ddp |" in done.stdout and "wall time:" in done.stdout
@@ -29,13 +30,12 @@ def test_small_bench_writes_table_json_and_charts(tmp_path):
     report = json.loads(report_path.read_text())
     names = ("torch_ddp", "torch_zero1", "torch_fsdp2", "ddp", "zero1", "zero2", "zero3")
     assert tuple(report["configs"]) == names
-    assert report["world_size"] == 2 and report["baseline"] == "torch_ddp" and report["rss_mode"] == "separate"
+    assert report["world_size"] == 2 and report["baseline"] == "torch_ddp" and report["rss_mode"] == "shared"
     assert report["model"]["params"] == 2 * (64 * 64 + 64)
     for name, entry in report["configs"].items():
         assert ENTRY_FIELDS <= set(entry), name
         assert len(entry["seconds"]) == 2 and entry["median_ms"] > 0, name
         assert len(entry["peak_rss_bytes"]) == len(entry["model_state_bytes"]) == 2, name
-        assert entry["peak_rss_bytes"][0] >= entry["rss_before_model_bytes"][0] > 0, name
         for rank in range(2):
             split = {category: values[rank] for category, values in entry["model_state_split"].items()}
             assert sum(split.values()) == entry["model_state_bytes"][rank] > 0, name
@@ -46,6 +46,20 @@ def test_small_bench_writes_table_json_and_charts(tmp_path):
     assert report["configs"]["zero3"]["model_state_split"]["other"] == report["configs"]["zero3"]["buffer_bytes"]
     for chart in ("step_time.png", "memory.png"):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG", chart
+
+
+@pytest.mark.timeout(120)
+def test_each_configuration_also_runs_in_launches_of_its_own(tmp_path):
+    report_path = tmp_path / "bench.json"
+    done = shardwise("bench", "--width", "64", "--depth", "2", "--steps", "2", "--warmup", "1", "--configs",
+                     "torch_ddp,zero2", "--json", str(report_path), "--out", str(tmp_path / "out"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    assert report["rss_mode"] == "separate" and tuple(report["configs"]) == ("torch_ddp", "zero2")
+    assert "own processes ms" in done.stdout
+    for name, entry in report["configs"].items():
+        assert entry["separate"]["median_ms"] > 0 and len(entry["peak_rss_bytes"]) == 2, name
+        assert entry["peak_rss_bytes"][0] >= entry["rss_before_model_bytes"][0] > 0, name
 
 
 @pytest.mark.timeout(60)

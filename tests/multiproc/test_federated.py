@@ -11,6 +11,7 @@ from torch.nn.utils import parameters_to_vector
 
 import shardwise as sw
 from shardwise.federated import FederatedConfig, run_federated
+from shardwise.federated.run import build_report
 from shardwise.federated.coordinator import federate_rank, load_digits
 from shardwise.federated.tasks import digits_model as build_model
 from shardwise.testing.parity import ATOL, RTOL
@@ -41,10 +42,24 @@ def _both(configs):
     return [(federate_rank(config) or {}).get("parameters") for config in configs]
 
 
+def _histories(configs):
+    return [(federate_rank(config) or {}).get("history") for config in configs]
+
+
+def _reports(*configs) -> list[dict]:
+    """Several runs in one launch (starting ranks is the expensive part), as run_federated reports them."""
+    for config in configs:
+        config.validate()
+    return [build_report(c, h) for c, h in zip(configs, sw.launch(_histories, configs[0].nproc, args=(list(configs),))[0])]
+
+
 @pytest.mark.timeout(240)
 def test_dropped_clients_are_named_and_left_out(tmp_path):
-    report = run_federated(FederatedConfig(clients=20, fraction=0.5, rounds=3, failure_rate=0.3, speed_spread=1.0,
-                                           deadline=12.0, nproc=2, progress=False, report=str(tmp_path / "r.json")))
+    report, partial = _reports(
+        FederatedConfig(clients=20, fraction=0.5, rounds=3, failure_rate=0.3, speed_spread=1.0, deadline=12.0, nproc=2,
+                        progress=False),
+        FederatedConfig(clients=20, fraction=0.5, rounds=2, speed_spread=1.0, deadline=12.0, partial=True, nproc=2,
+                        progress=False))
     entries = report["rounds"]
     assert {"round", "accuracy", "loss", "bytes", "clients", "dropped"} <= set(entries[0])
     whys = {d["why"] for e in entries for d in e["dropped"]}
@@ -52,8 +67,6 @@ def test_dropped_clients_are_named_and_left_out(tmp_path):
     for e in entries:
         assert not {d["client"] for d in e["dropped"]} & set(e["clients"])
         assert len(e["clients"]) + len(e["dropped"]) == 10 and e["bytes"] > 0
-    partial = run_federated(FederatedConfig(clients=20, fraction=0.5, rounds=2, speed_spread=1.0, deadline=12.0,
-                                            partial=True, nproc=2, progress=False))
     assert all(d["why"] != "late" for e in partial["rounds"] for d in e["dropped"])
 
 
@@ -61,9 +74,8 @@ def test_dropped_clients_are_named_and_left_out(tmp_path):
 def test_a_resumed_coordinator_continues_the_same_curve(tmp_path):
     base = FederatedConfig(algorithm="scaffold", server_opt="avgm", clients=16, fraction=0.25, rounds=4, nproc=2,
                            split="dirichlet:0.3", progress=False)
-    whole = run_federated(base)
     run_dir = str(tmp_path / "run")
-    run_federated(dataclasses.replace(base, rounds=2, run_dir=run_dir))
+    whole, _ = _reports(base, dataclasses.replace(base, rounds=2, run_dir=run_dir))
     resumed = run_federated(dataclasses.replace(base, run_dir=run_dir, resume=run_dir))
     assert [r["accuracy"] for r in resumed["rounds"]] == pytest.approx([r["accuracy"] for r in whole["rounds"]], abs=1e-6)
     assert [r["loss"] for r in resumed["rounds"]] == pytest.approx([r["loss"] for r in whole["rounds"]], rel=1e-5)
@@ -73,8 +85,7 @@ def test_a_resumed_coordinator_continues_the_same_curve(tmp_path):
 def test_secure_aggregation_changes_nothing_in_the_sum():
     # clients fail after masking in most rounds: their masks are removed from rebuilt keys
     base = FederatedConfig(clients=30, fraction=0.34, rounds=2, failure_rate=0.2, nproc=2, progress=False)
-    plain = run_federated(base)
-    secure = run_federated(dataclasses.replace(base, secure_agg=True))
+    plain, secure = _reports(base, dataclasses.replace(base, secure_agg=True))
     assert any(r["dropped"] for r in secure["rounds"])
     assert [r["dropped"] for r in secure["rounds"]] == [r["dropped"] for r in plain["rounds"]]
     assert [r["loss"] for r in secure["rounds"]] == pytest.approx([r["loss"] for r in plain["rounds"]], rel=1e-6)

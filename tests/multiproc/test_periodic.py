@@ -29,10 +29,13 @@ def _train(strategy, steps: int, save=None, load=None):
     return sw.full_state_dict(model), bytes_, model.extra_state()
 
 
+def _train_each(strategies, steps: int):
+    return [_train(strategy, steps) for strategy in strategies]
+
+
 @pytest.mark.timeout(180)
 def test_fewer_bytes_and_resume_of_the_outer_state(tmp_path):
-    _, ddp_bytes, _ = sw.launch(_train, 2, args=(sw.DDP(), 24))[0]
-    _, local_bytes, _ = sw.launch(_train, 2, args=(sw.LocalSGD(period=4), 24))[0]
+    (_, ddp_bytes, _), (_, local_bytes, _) = sw.launch(_train_each, 2, args=([sw.DDP(), sw.LocalSGD(period=4)], 24))[0]
     # 6 averages of the parameters against 24 gradient all-reduces, plus wrap's broadcast in both
     assert local_bytes < ddp_bytes / 3
     # The strategy's own state (DiLoCo's global parameters and outer momentum, the step count;

@@ -61,7 +61,7 @@ def test_mesh_checkpoints_reshard(tmp_path):
     pp_tp = sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=4, schedule="gpipe"))
     folder = str(tmp_path / "pp2xdp2")
     sw.launch(_resume, 4, args=(Run("gpt_tied", zero1_pp, steps=3), folder, None))
-    for loader, world in ((pp_tp, 4), (sw.ZeRO(stage=3), 3)):
+    for loader, world in ((pp_tp, 4), (sw.ZeRO(stage=3), 3)):  # another mesh; another strategy family
         results = sw.launch(_resume, world, args=(Run("gpt_tied", loader, steps=2), None, folder))
         for rank, result in enumerate(results):
             for key, expected in reference.items():
@@ -98,9 +98,14 @@ def _clipped(strategy, steps, max_norm):
 def test_clipping_on_a_mesh_is_the_whole_models():
     norms, reference = _clipped(None, 3, 0.05)
     assert min(norms) > 0.05  # every step clips
-    for strategy in (sw.Mesh(dp=2, pp=2, dp_strategy="zero2", pipeline=sw.Pipeline(stages=2, microbatches=2)),
-                     sw.Mesh(pp=2, tp=2)):
-        for got_norms, state in sw.launch(_clipped, 4, args=(strategy, 3, 0.05)):
+    strategies = [sw.Mesh(dp=2, pp=2, dp_strategy="zero2", pipeline=sw.Pipeline(stages=2, microbatches=2)),
+                  sw.Mesh(pp=2, tp=2)]
+    for per_strategy in sw.launch(_clipped_each, 4, args=(strategies, 3, 0.05)):
+        for strategy, (got_norms, state) in zip(strategies, per_strategy):
             assert got_norms == pytest.approx(norms, rel=1e-5), strategy
             for key, expected in reference.items():
                 assert torch.allclose(state[key], expected, rtol=RTOL, atol=ATOL), (strategy, key)
+
+
+def _clipped_each(strategies, steps, max_norm):
+    return [_clipped(strategy, steps, max_norm) for strategy in strategies]

@@ -244,6 +244,7 @@ def _save(config, rounds_done, x, server, control, client_controls, history) -> 
     state = {"round": rounds_done, "x": x, "server": {"kind": server.kind, "state": server.state},
              "control": control, "client_controls": controls, "history": history,
              "config": {k: v for k, v in config.to_dict().items() if k in ("algorithm", "clients", "split", "seed")}}
+    os.makedirs(config.run_dir, exist_ok=True)
     path = os.path.join(config.run_dir, STATE_FILE)
     write_file(path + ".tmp", lambda f: torch.save(state, f))
     os.replace(path + ".tmp", path)
