@@ -68,6 +68,55 @@ def test_mesh_checkpoints_reshard(tmp_path):
                 assert torch.allclose(result["state"][key], expected, rtol=RTOL, atol=ATOL), (loader, rank, key)
 
 
+def _states_and_losses(strategy, width, depth, steps):
+    from torch import nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.GELU()]
+    model = nn.Sequential(*layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if strategy is not None:
+        model, optimizer = sw.wrap(model, optimizer, strategy=strategy)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, width, generator=g), torch.randn(16, width, generator=g)
+    losses = []
+    for _ in range(steps):
+        if strategy is None:
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+        else:
+            loss = model.train_step(x, y, F.mse_loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)  # gradients stay allocated, as they are counted
+        losses.append(loss.item())
+    return sw.model_state_bytes(model, optimizer), losses
+
+
+@pytest.mark.timeout(300)
+def test_a_model_over_one_ranks_budget_trains_split():
+    width, depth, steps = 256, 8, 3
+    budget = 2.2e6  # bytes of model states one rank may hold; the whole model needs 8.4 MB under Adam
+    whole, reference = _states_and_losses(None, width, depth, steps)
+    assert whole > 3.5 * budget
+    # a plan for a plain nn.Sequential: its Linear layers (children 0, 2, ...) in column/row pairs
+    plan = {str(2 * i): "colwise" if i % 2 == 0 else "rowwise" for i in range(depth)}
+    strategies = [sw.Pipeline(stages=4, microbatches=4),
+                  sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=4),
+                          tensor=sw.TensorParallel(size=2, plan=plan))]
+    for per_strategy in sw.launch(_states_and_losses_each, 4, args=(strategies, width, depth, steps)):
+        for strategy, (held, losses) in zip(strategies, per_strategy):
+            assert held <= budget, (strategy, held)
+            assert losses == pytest.approx(reference, rel=1e-5)
+
+
+def _states_and_losses_each(strategies, width, depth, steps):
+    return [_states_and_losses(strategy, width, depth, steps) for strategy in strategies]
+
+
+
 def _clipped(strategy, steps, max_norm):
     from shardwise.data.sampler import rank_slice
     from shardwise.testing.cases import CASES, GLOBAL_BATCH
