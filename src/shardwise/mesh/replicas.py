@@ -18,55 +18,50 @@ from torch import nn
 from .. import comm
 from ..flat.ranges import offsets
 from ..strategy.optim_rebuild import optimizer_over_pieces, piece_parameter
+from ..pipeline.module import LocalGradients
 from ..strategy.parts_state import Share
 
 DP_STRATEGIES = ("ddp", "zero1", "zero2")
 
 
-class AveragedReplicas:
-    """"ddp": the mean gradient over the replicas."""
-
-    splits_optimizer = False
+class AveragedReplicas(LocalGradients):
+    """"ddp": the mean gradient over the replicas, in one all-reduce of a persistent flat buffer
+    whose views become the parameters' `.grad` (the replicas then hold the same average, so the
+    norm counts it once: `norm_part` needs no sum over them)."""
 
     def __init__(self, group, local: list[nn.Parameter], optimizer):
-        self.group, self.local, self.optimizer = group, [p for p in local if p.requires_grad], optimizer
-        self.size = comm.group_size(group)
+        super().__init__(local)
+        self.group, self.size, self.optimizer = group, comm.group_size(group), optimizer
+        self.starts = offsets([p.numel() for p in self.local])
+        self.flat = torch.zeros(sum(p.numel() for p in self.local)) if self.size > 1 else None
 
     def after_backward(self) -> None:
-        if self.size == 1 or not self.local:
+        if self.flat is None or not self.local:
             return
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.local])
-        flat.div_(self.size)
-        comm.all_reduce(flat, group=self.group)
-        for p, start in zip(self.local, offsets([p.numel() for p in self.local])):
-            p.grad = flat[start:start + p.numel()].view_as(p)
-
-    def shares(self, p: nn.Parameter) -> list[Share]:
-        return [Share(0, p.numel(), p)]
-
-    def norm_part(self, counts, norm_type: float) -> torch.Tensor:
-        """Σ |g|^norm_type over the gradient elements this rank counts (the replicas hold the
-        same average, so each counts it once: no sum over them)."""
-        return local_norm_part(self.local, counts, norm_type)
-
-    def scale(self, coef: float) -> None:
-        for p in self.local:
-            if p.grad is not None:
-                p.grad.mul_(coef)
+        for p, start in zip(self.local, self.starts):
+            view = self.flat[start:start + p.numel()]
+            if p.grad is None:
+                view.zero_()
+            elif p.grad.data_ptr() != view.data_ptr():  # zero_grad(set_to_none=False) keeps the views
+                view.copy_(p.grad.reshape(-1))
+        self.flat.div_(self.size)
+        comm.all_reduce(self.flat, group=self.group)
+        for p, start in zip(self.local, self.starts):
+            p.grad = self.flat[start:start + p.numel()].view_as(p)
 
     def own_tensors(self) -> list[torch.Tensor]:
-        return []
+        return [] if self.flat is None else [self.flat]
 
 
-class ShardedReplicas:
+class ShardedReplicas(LocalGradients):
     """"zero1" / "zero2" over the replicas; see the module's docstring."""
 
     splits_optimizer = True
 
     def __init__(self, group, local: list[nn.Parameter], optimizer, stage: int):
+        super().__init__(local)
         self.group, self.stage = group, stage
         self.size, self.index = comm.group_size(group), torch.distributed.get_rank(group)
-        self.local = [p for p in local if p.requires_grad]
         numels = [p.numel() for p in self.local]
         self.starts = offsets(numels)
         total = sum(numels)
@@ -141,15 +136,8 @@ class ShardedReplicas:
         return [t for t in (self.flat, self.grad_flat, self.grad_shard) if t is not None]
 
 
-def local_norm_part(params: list[nn.Parameter], counts, norm_type: float) -> torch.Tensor:
-    total = torch.zeros((), dtype=torch.float64)
-    for p in params:
-        if p.grad is not None and counts(p):
-            total += p.grad.double().abs().pow(norm_type).sum()
-    return total
-
-
-def make_replicas(dp_strategy: str, group, local: list[nn.Parameter], optimizer):
+def make_replicas(dp_strategy: str, group, local: list[nn.Parameter], optimizer) -> LocalGradients:
+    """The replicas and the optimizer to return: `replicas.optimizer` (rebuilt over shards for zero)."""
     if dp_strategy == "ddp":
         return AveragedReplicas(group, local, optimizer)
     return ShardedReplicas(group, local, optimizer, stage=int(dp_strategy[-1]))

@@ -24,13 +24,45 @@ from .. import comm
 from ..errors import ConfigError
 from ..strategy.module import StrategyModule
 from ..strategy.optim_rebuild import optimizer_over_pieces
-from ..strategy.parts_state import PartsState
+from ..strategy.parts_state import PartsState, Share
 from ..strategy.prepare import parameter_names
 from ..strategy.slices import gather_full
 from .layers import layer_weights, pipeline_layers
 from .runner import PipelineRunner, Stage
 from .schedules import make_schedule
 from .split import balanced_bounds, bounds_at
+
+
+class LocalGradients:
+    """What a pipeline does with its gradients after a step's backward when it has no other
+    replicas: nothing. The mesh's data-parallel replicas (mesh/replicas.py) extend it."""
+
+    splits_optimizer = False
+
+    def __init__(self, local: list[nn.Parameter]):
+        self.local = [p for p in local if p.requires_grad]
+
+    def after_backward(self) -> None:
+        pass
+
+    def norm_part(self, counts, norm_type: float) -> torch.Tensor:
+        """Σ |g|^norm_type over the gradient elements this rank counts."""
+        total = torch.zeros((), dtype=torch.float64)
+        for p in self.local:
+            if p.grad is not None and counts(p):
+                total += p.grad.double().abs().pow(norm_type).sum()
+        return total
+
+    def scale(self, coef: float) -> None:
+        for p in self.local:
+            if p.grad is not None:
+                p.grad.mul_(coef)
+
+    def shares(self, p: nn.Parameter) -> list[Share]:
+        return [Share(0, p.numel(), p)]
+
+    def own_tensors(self) -> list[torch.Tensor]:
+        return []
 
 
 def group_ranks(group) -> list[int]:
@@ -98,7 +130,7 @@ class PipelineModule(StrategyModule):
         self.param_names = param_names
         self.slices: dict = {}
         self.tp_group, self.tp_rank = None, 0
-        self.replicas, self.dp_group = None, None
+        self.replicas, self.dp_group = LocalGradients(local), None
 
     def on_mesh(self, slices: dict, tp_group, replicas, dp_group) -> None:
         """Join the mesh's other dimensions (tensor-parallel slices, data-parallel replicas)."""
@@ -117,7 +149,7 @@ class PipelineModule(StrategyModule):
         gradient of the mean loss (averaged over data-parallel replicas on a mesh). Returns
         the mean loss on every rank (over the replicas' batches on a mesh)."""
         loss = self.runner.train_step(inputs, targets, loss_fn)
-        if self.replicas is not None and self._sync:
+        if self._sync:
             self.replicas.after_backward()
         return self._replica_mean(loss)
 
@@ -148,25 +180,14 @@ class PipelineModule(StrategyModule):
         if not 0 < norm_type < float("inf"):
             raise ConfigError(f"clip_grad_norm_ on a pipeline or tensor-parallel model takes a finite positive "
                               f"norm_type, got {norm_type}")
-        if self.replicas is not None:
-            total = self.replicas.norm_part(self._counts, norm_type)
-        else:
-            total = torch.zeros((), dtype=torch.float64)
-            for p in self.local:
-                if p.grad is not None and self._counts(p):
-                    total += p.grad.double().abs().pow(norm_type).sum()
+        total = self.replicas.norm_part(self._counts, norm_type)
         if self.tp_group is not None:
             comm.all_reduce(total, group=self.tp_group)
         comm.all_reduce(total, group=self.runner.group)
         norm = total ** (1.0 / norm_type)
         coef = float(max_norm) / (float(norm) + 1e-6)
         if coef < 1:
-            if self.replicas is not None:
-                self.replicas.scale(coef)
-            else:
-                for p in self.local:
-                    if p.grad is not None:
-                        p.grad.mul_(coef)
+            self.replicas.scale(coef)
         return norm.float()
 
     def _counts(self, p) -> bool:
@@ -195,10 +216,8 @@ class PipelineModule(StrategyModule):
         return {k: merged[k] for k in everything if k in merged}
 
     def state(self, optimizer):
-        shares = self.replicas.shares if self.replicas is not None else None
-        own = self.replicas.own_tensors() if self.replicas is not None else ()
         return PartsState(optimizer, self.local, self.param_names, self.shapes, self._saves, self.slices,
-                          shares=shares, own=own)
+                          shares=self.replicas.shares, own=self.replicas.own_tensors())
 
     def _saves(self, p) -> bool:
         """One copy of every element: the first stage holding p; tensor-parallel rank 0 for what
@@ -207,5 +226,4 @@ class PipelineModule(StrategyModule):
             return False
         if id(p) not in self.slices and self.tp_rank != 0:
             return False
-        sharded = self.replicas is not None and self.replicas.splits_optimizer
-        return sharded or self.dp_group is None or dist.get_rank(self.dp_group) == 0
+        return self.replicas.splits_optimizer or self.dp_group is None or dist.get_rank(self.dp_group) == 0

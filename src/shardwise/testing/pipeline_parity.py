@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..api import wrap
+from ..api import resolve_strategy, wrap
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..strategy.state import full_state_dict
 from ..models.gpt import lm_loss
@@ -27,12 +27,13 @@ def train_steps_on_rank(run: Run, save: str | None = None, load: str | None = No
     torch.manual_seed(env.rank())  # ranks start different; wrap must make them equal
     model = case.build()
     model, optimizer = wrap(model, case.optimizer(model), strategy=run.strategy)
+    by_step = resolve_strategy(run.strategy).trains_by_step
     start = load_checkpoint(load, model, optimizer)["step"] if load else 0
     losses = []
     mine = rank_slice(GLOBAL_BATCH, env.data_parallel_rank(), env.data_parallel_size())
     for step in range(start, start + run.steps):
         x, y = case.batch(step)
-        if hasattr(model, "train_step"):
+        if by_step:
             loss = model.train_step(x[mine], y[mine], CRITERIA[run.case])
         else:
             loss = case.loss(model, x[mine], y[mine])
