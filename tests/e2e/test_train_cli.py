@@ -70,6 +70,8 @@ def test_federate_writes_one_report_entry_per_round(tmp_path):
     assert report["rounds_to_target"] is not None and len(report["participation"]) == 30
     assert os.path.exists(tmp_path / "fed" / "rounds.png") and os.path.exists(tmp_path / "fed" / "coordinator.pt")
     assert json.loads(done.stdout)["rounds"] == 3
+    again = shardwise("federate", "--rounds", "1", "--run-dir", str(tmp_path / "fed"), "--no-progress")
+    assert again.returncode == 2 and "already holds a run" in again.stderr, again.stderr
 
 
 @pytest.mark.timeout(120)

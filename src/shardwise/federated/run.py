@@ -7,13 +7,15 @@ import json
 import os
 
 from ..runtime import launch
+from ..train.run_folder import check_run_folder
 from .config import FederatedConfig
 from .coordinator import federate_rank
 
 
 def run_federated(config: FederatedConfig) -> dict:
     config.validate()
-    if config.run_dir:
+    if config.run_dir:  # never over another run's files: a folder holding a run is refused unless resumed
+        check_run_folder(config.run_dir, os.getcwd(), config.resume)
         os.makedirs(config.run_dir, exist_ok=True)
     history = launch(federate_rank, config.nproc, args=(config,), timeout_s=None)[0]["history"]
     report = build_report(config, history)
