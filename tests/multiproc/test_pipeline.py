@@ -7,7 +7,14 @@ import torch
 
 import shardwise as sw
 from shardwise.testing.parity import ATOL, RTOL, Run, run_reference
+from shardwise.testing.cases import CASES, GLOBAL_BATCH
 from shardwise.testing.pipeline_parity import check_model_parallel_parity
+
+
+def _auto(case: str, stages: int, microbatches: int) -> sw.Pipeline:
+    """Stages balanced by the layers' times measured on one micro-batch of the case."""
+    example = CASES[case].batch(0)[0][:GLOBAL_BATCH // microbatches]
+    return sw.Pipeline(stages=stages, microbatches=microbatches, split="auto", example=example)
 
 
 def _pipelines(stages: int) -> list[Run]:
@@ -35,7 +42,8 @@ def test_two_rank_pipeline_and_tensor_parallel_parity():
     # every schedule at pp = 2; tp = 2: the odd MLP's 13 features split 7 + 6, the GPT's
     # attention by heads and its MLP 32 + 32
     tensor = [Run(case, sw.TensorParallel(size=2), steps=4) for case in ("mlp", "mlp_deep", "gpt_tied")]
-    assert check_model_parallel_parity(_pipelines(2) + tensor, 2) == []
+    auto = [Run("gpt_deep", _auto("gpt_deep", 2, 4), steps=4)]
+    assert check_model_parallel_parity(_pipelines(2) + tensor + auto, 2) == []
 
 
 @pytest.mark.timeout(500)
@@ -43,6 +51,8 @@ def test_four_rank_layouts_parity():
     # (1,4,1) with every schedule; (2,2,1), (2,1,2), (1,2,2) with ddp and zero1 (zero2 on (2,2,1)):
     # one launch of four ranks serves them all (each mesh makes its own groups)
     runs = _pipelines(4) + _meshes(2, 2, 1) + _meshes(2, 1, 2) + _meshes(1, 2, 2)
+    # split="auto" on a mesh: every replica must cut alike (times averaged over all ranks)
+    runs.append(Run("mlp_deep", sw.Mesh(dp=2, pp=2, pipeline=_auto("mlp_deep", 2, 2)), steps=3))
     assert check_model_parallel_parity(runs, 4, timeout_s=450) == []
 
 

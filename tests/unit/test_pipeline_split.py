@@ -3,12 +3,14 @@
 import itertools
 
 import pytest
+import torch
 from torch import nn
 
 from shardwise.errors import ConfigError
 from shardwise.models.gpt import GPT, GPTConfig
 from shardwise.pipeline.layers import layer_weights, pipeline_layers
 from shardwise.pipeline.split import balanced_bounds, bounds_at
+from shardwise.pipeline.timing import layer_times
 
 
 def _brute_force_best(weights, parts):
@@ -58,3 +60,51 @@ def test_gpt_lists_its_layers_and_counts_the_tied_weight_once():
 def test_a_model_without_layers_is_refused():
     with pytest.raises(ConfigError, match="pipeline_layers"):
         pipeline_layers(nn.Linear(2, 2))
+
+
+class _Busy(nn.Module):
+    """No parameters, much compute: a parameter count says it costs nothing."""
+
+    def __init__(self, width: int, rounds: int):
+        super().__init__()
+        self.register_buffer("mix", torch.eye(width) * 0.5)
+        self.rounds = rounds
+
+    def forward(self, x):
+        for _ in range(self.rounds):
+            x = torch.tanh(x @ self.mix)
+        return x
+
+
+def test_auto_split_follows_measured_time_where_parameter_counts_mislead():
+    torch.manual_seed(0)
+    layers = [("a", nn.Linear(64, 64)), ("busy", _Busy(64, 400)), ("b", nn.Linear(64, 64)), ("c", nn.Linear(64, 64))]
+    example = torch.randn(32, 64)
+    times = layer_times(layers, example)
+    assert times[1] > 3 * max(times[0], times[2], times[3])
+    assert balanced_bounds(layer_weights(layers), 3) == [(0, 1), (1, 3), (3, 4)]  # by parameters: busy + b
+    assert balanced_bounds(times, 3) == [(0, 1), (1, 2), (2, 4)]  # by time: the busy layer alone
+    assert balanced_bounds(times, 2) == [(0, 2), (2, 4)]
+
+
+def test_timing_the_layers_leaves_training_unchanged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    example = torch.randn(16, 8)
+    rng = torch.get_rng_state()
+    times = layer_times(list(model.named_children()), example)
+    assert len(times) == 4 and all(t > 0 for t in times)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running statistics too
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight)) and model[3].weight.grad is None
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_auto_split_needs_an_example():
+    import shardwise as sw
+
+    with pytest.raises(ConfigError, match="example"):
+        sw.Pipeline(stages=2, split="auto")
+    assert sw.Pipeline(stages=2, split="auto", example=torch.zeros(2, 8)) == sw.Pipeline(stages=2, split="auto",
+                                                                                        example=torch.ones(2, 8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
+from .. import comm
 from ..errors import ConfigError
 from ..pipeline.config import Pipeline
 from ..pipeline.module import group_ranks, wrap_pipeline
@@ -42,7 +43,8 @@ def wrap_mesh(config, module, optimizer, group=None):
                                                       for g in optimizer.param_groups for p in g["params"]})
     pipeline = config.pipeline_config() if shape.pp > 1 or config.pipeline is not None else Pipeline(stages=1,
                                                                                                      microbatches=1)
-    wrapped, optimizer = wrap_pipeline(pipeline, module, optimizer, groups["pp"], shapes=shapes)
+    wrapped, optimizer = wrap_pipeline(pipeline, module, optimizer, groups["pp"], shapes=shapes,
+                                       agree_group=comm.default_group(group) or dist.group.WORLD)
     replicas = make_replicas(config.dp_strategy, groups["dp"], wrapped.local, optimizer)
     local = {id(p) for p in wrapped.local}
     wrapped.on_mesh({k: v for k, v in slices.items() if k in local},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 from ..strategy.base import StrategyDefaults
@@ -16,8 +17,9 @@ class Pipeline(StrategyDefaults):
     `schedule`. Train with `model.train_step(inputs, targets, loss_fn)` then `optimizer.step()`.
 
     `split`: None cuts the layers into stages of balanced parameter counts; "auto" balances
-    measured forward+backward times of the layers; a list of P·v - 1 layer names starts a stage
-    at each ("blocks.2")."""
+    the layers' forward+backward times measured on `example` (one micro-batch of inputs) when
+    the model is wrapped, averaged over all ranks so that every rank cuts alike; a list of
+    P·v - 1 layer names starts a stage at each ("blocks.2")."""
 
     stages: int = 2
     microbatches: int = 4
@@ -25,6 +27,8 @@ class Pipeline(StrategyDefaults):
     split: tuple[str, ...] | str | None = None
     virtual: int | None = None
     """Stages per rank; None: 2 for "interleaved-1f1b", else 1."""
+    example: Any = field(default=None, compare=False, repr=False)
+    """One micro-batch of inputs to time the layers on, for split="auto"."""
 
     name = "pipeline"
 
@@ -39,6 +43,9 @@ class Pipeline(StrategyDefaults):
         if not (self.split is None or self.split == "auto" or
                 (isinstance(self.split, tuple) and all(isinstance(s, str) for s in self.split))):
             raise ConfigError(f"split must be None, 'auto' or a list of layer names, got {self.split!r}")
+        if self.split == "auto" and self.example is None:
+            raise ConfigError("split='auto' times each layer on an example micro-batch: pass "
+                              "sw.Pipeline(split='auto', example=<one micro-batch of inputs>)")
         from .schedules import make_schedule
 
         make_schedule(self.schedule, self.stages, self.microbatches, self.virtual)  # refuses what cannot run

@@ -31,6 +31,7 @@ from .layers import layer_weights, pipeline_layers
 from .runner import PipelineRunner, Stage
 from .schedules import make_schedule
 from .split import balanced_bounds, bounds_at
+from .timing import layer_times
 
 
 class LocalGradients:
@@ -76,9 +77,17 @@ def _layers(module: nn.Module, stages: int) -> list[tuple[str, nn.Module]]:
     return pipeline_layers(module)
 
 
-def wrap_pipeline(config, module: nn.Module, optimizer, group=None, shapes: dict | None = None):
+def _agreed_times(layers, example, group) -> list[float]:
+    """Each layer's measured time averaged over `group`, so that every rank cuts alike."""
+    times = torch.tensor(layer_times(layers, example), dtype=torch.float64)
+    comm.all_reduce(times, group=comm.default_group(group))
+    return times.tolist()
+
+
+def wrap_pipeline(config, module: nn.Module, optimizer, group=None, shapes: dict | None = None, agree_group=None):
     """(PipelineModule, optimizer over this rank's parameters). `shapes`: the parameters' full
-    shapes by name when the model was already split (tensor parallelism)."""
+    shapes by name when the model was already split (tensor parallelism). `agree_group`: the
+    ranks that must cut the model alike (a mesh's every rank; default `group`)."""
     ranks = group_ranks(group)
     if len(ranks) != config.stages:
         raise ConfigError(f"Pipeline(stages={config.stages}) needs {config.stages} ranks in its group, got "
@@ -90,8 +99,7 @@ def wrap_pipeline(config, module: nn.Module, optimizer, group=None, shapes: dict
     if config.split is None:
         bounds = balanced_bounds(layer_weights(layers), schedule.stages)
     elif config.split == "auto":
-        raise ConfigError("split='auto' is not available yet: pass split=None (balanced parameter counts) or the "
-                          "names of the layers that start each stage")
+        bounds = balanced_bounds(_agreed_times(layers, config.example, group if agree_group is None else agree_group), schedule.stages)
     else:
         bounds = bounds_at(names, list(config.split), schedule.stages)
     me = ranks.index(dist.get_rank())
