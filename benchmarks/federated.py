@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from shardwise.federated import FederatedConfig, run_federated  # noqa: E402
 
 METHODS = {
-    "fedsgd": (dict(algorithm="fedsgd"), (0.5, 1.0, 1.5)),
+    "fedsgd": (dict(algorithm="fedsgd"), (0.25, 0.5, 1.0, 1.5)),
     "fedavg": (dict(algorithm="fedavg", local_epochs=5, batch=10), (0.1, 0.2, 0.4)),
     "fedprox": (dict(algorithm="fedprox", local_epochs=5, batch=10, mu=0.01), (0.1, 0.2, 0.4)),
     "scaffold": (dict(algorithm="scaffold", local_epochs=5, batch=10), (0.1, 0.2, 0.4)),
@@ -33,7 +33,8 @@ def best_run(name: str, split: str, args) -> dict:
     options, grid = METHODS[name]
     best = None
     for lr in grid:
-        config = FederatedConfig(clients=100, fraction=0.1, split=split, rounds=args.rounds, lr=lr, nproc=args.nproc,
+        config = FederatedConfig(model=args.model, clients=100, fraction=0.1, split=split, rounds=args.rounds, lr=lr,
+                                 nproc=args.nproc,
                                  target_accuracy=args.target, stop_at_target=True, progress=False, seed=args.seed,
                                  **options)
         report = run_federated(config)
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--splits", default=",".join(SPLITS))

@@ -66,7 +66,8 @@ def test_sampling_is_seeded_and_at_least_one():
 
 
 @pytest.mark.parametrize("bad", [dict(algorithm="fedfoo"), dict(fraction=0), dict(split="dirichlet:0"),
-                                 dict(partial=True), dict(data="imagenet"), dict(server_opt="lamb")])
+                                 dict(partial=True), dict(data="imagenet"), dict(server_opt="lamb"),
+                                 dict(model="resnet"), dict(data="corpus", model="cnn")])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ConfigError):
         FederatedConfig(**bad).validate()
@@ -97,3 +98,10 @@ def test_the_corpus_is_split_by_source_file():
     assert (freq(0) - freq(5)).abs().sum() > 0.1
     with pytest.raises(ConfigError, match="--clients 23"):
         SourceFiles(10, seed=0)
+
+
+def test_the_digits_cnn_classifies_8x8_images():
+    FederatedConfig(model="cnn").validate()
+    model = build_model(0, "cnn")
+    assert model(torch.rand(5, 64)).shape == (5, 10)
+    assert sum(p.numel() for p in model.parameters()) < 10_000

@@ -19,7 +19,14 @@ def test_lr_schedule_warms_up_then_decays_to_a_tenth():
     ({"nproc": 3}, "global batch 32 does not split evenly over 3 training ranks"),
     ({"steps": 0}, "--steps must be at least 1"),
     ({"lr": -1.0}, "--lr must be positive"),
+    ({"local_warmup": 5}, "--local-warmup applies to local-sgd, not 'ddp'"),
 ])
 def test_validation_messages(change, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig.flat(**change).validate()
+
+
+def test_local_warmup_is_local_sgds_synchronous_start():
+    strategy = TrainConfig.flat(strategy="local-sgd", period=4, local_warmup=7).validate()
+    assert (strategy.period, strategy.warmup_steps) == (4, 7)
+    assert TrainConfig.flat(strategy="local-sgd").validate().warmup_steps == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..federated import FederatedConfig, run_federated
+from ..federated.tasks import DIGITS_MODELS
 from .parser import non_negative_real, positive_int, positive_real, real_number
 
 DEFAULTS = FederatedConfig()
@@ -22,6 +23,8 @@ def add_parser(subparsers) -> None:
                    help="how the coordinator applies the mean update: plain (FedAvg), with momentum (FedAvgM), Adam (FedAdam)")
     p.add_argument("--server-lr", type=positive_real, default=None, help="default 1 (sgd, avgm) or 0.01 (adam)")
     p.add_argument("--clients", type=positive_int, default=DEFAULTS.clients, help="K, clients in all (corpus: 23, one per file)")
+    p.add_argument("--model", default=DEFAULTS.model, choices=list(DIGITS_MODELS),
+                   help="digits: an MLP (64-64-10) or a small CNN (the corpus trains the built-in GPT)")
     p.add_argument("--fraction", type=real_number(above=0, most=1), default=DEFAULTS.fraction,
                    help="clients sampled per round (C)")
     p.add_argument("--local-epochs", type=positive_int, default=DEFAULTS.local_epochs, help="E")
@@ -57,7 +60,7 @@ def add_parser(subparsers) -> None:
 
 def main(args) -> int:
     config = FederatedConfig(
-        data=args.data, algorithm=args.algorithm, server_opt=args.server_opt, server_lr=args.server_lr,
+        data=args.data, model=args.model, algorithm=args.algorithm, server_opt=args.server_opt, server_lr=args.server_lr,
         clients=args.clients, fraction=args.fraction, local_epochs=args.local_epochs, batch=args.batch, lr=args.lr,
         mu=args.mu, split=args.split, rounds=args.rounds, target_accuracy=args.target_accuracy,
         stop_at_target=args.stop_at_target, seed=args.seed,

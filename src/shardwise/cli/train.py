@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
                    help="ddp gradient compression: fp16, bf16, int8, topk:RATIO or powersgd:RANK (default none)")
     p.add_argument("--period", type=positive_int, default=None,
                    help="local-sgd: steps between parameter averages (default 8)")
+    p.add_argument("--local-warmup", type=non_negative_int, default=None,
+                   help="local-sgd: synchronous steps (gradients averaged every step) before periodic averaging "
+                        "starts (default 0)")
     p.add_argument("--inner-steps", type=positive_int, default=None,
                    help="diloco: inner steps between outer steps (default 50)")
     p.add_argument("--outer-lr", type=positive_real, default=None, help="diloco: outer Nesterov learning rate (default 0.7)")
@@ -91,7 +94,8 @@ def main(args) -> int:
                                         on_nonfinite=args.on_nonfinite, max_skipped_steps=args.max_skipped_steps),
         strategy=StrategyConfig(name=args.strategy, nproc=args.nproc, precision=args.precision, offload=args.offload,
                                 servers=args.servers, mode=args.mode, staleness=args.staleness,
-                                compress=args.compress, period=args.period, inner_steps=args.inner_steps,
+                                compress=args.compress, period=args.period, local_warmup=args.local_warmup,
+                                inner_steps=args.inner_steps,
                                 outer_lr=args.outer_lr, outer_momentum=args.outer_momentum, pp=args.pp, tp=args.tp,
                                 microbatches=args.microbatches, schedule=args.schedule),
         checkpointing=CheckpointConfig(save_every=args.save_every, keep=args.keep_checkpoints, resume=args.resume,

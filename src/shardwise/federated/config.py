@@ -7,11 +7,14 @@ from dataclasses import asdict, dataclass
 from ..errors import ConfigError
 from .algorithms import ALGORITHMS, SERVER_OPTIMIZERS
 from .partition import parse_split
+from .tasks import DIGITS_MODELS
 
 
 @dataclass
 class FederatedConfig:
     data: str = "digits"
+    model: str = "mlp"
+    """digits: "mlp" or "cnn" (the corpus trains the built-in GPT)."""
     algorithm: str = "fedavg"
     server_opt: str = "sgd"
     server_lr: float | None = None
@@ -58,6 +61,9 @@ class FederatedConfig:
     def validate(self) -> None:
         if self.data not in ("digits", "corpus"):
             raise ConfigError(f"--data must be digits or corpus, got '{self.data}'")
+        if self.model not in DIGITS_MODELS or (self.data == "corpus" and self.model != "mlp"):
+            raise ConfigError(f"--model is mlp or cnn on digits (the corpus trains the built-in GPT), got "
+                              f"'{self.model}'")
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got '{self.algorithm}'")
         if self.server_opt not in SERVER_OPTIMIZERS:

@@ -70,7 +70,7 @@ def federate_rank(config: FederatedConfig) -> dict | None:
     """Rank 0: {"history": one entry per round, "parameters": the final global vector}."""
     torch.set_num_threads(1)
     rank, world = env.rank(), env.world_size()
-    task = make_task(config.data, config.clients, config.split, config.seed)
+    task = make_task(config.data, config.clients, config.split, config.seed, config.model)
     model = task.build_model()
     x = parameters_to_vector(model.parameters()).detach().clone()
     d = x.numel()
@@ -243,7 +243,7 @@ def _save(config, rounds_done, x, server, control, client_controls, history) -> 
         return
     state = {"round": rounds_done, "x": x, "server": {"kind": server.kind, "state": server.state},
              "control": control, "client_controls": controls, "history": history,
-             "config": {k: v for k, v in config.to_dict().items() if k in ("algorithm", "clients", "split", "seed")}}
+             "config": {k: v for k, v in config.to_dict().items() if k in ("data", "model", "algorithm", "clients", "split", "seed")}}
     os.makedirs(config.run_dir, exist_ok=True)
     path = os.path.join(config.run_dir, STATE_FILE)
     write_file(path + ".tmp", lambda f: torch.save(state, f))

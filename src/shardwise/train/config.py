@@ -93,6 +93,8 @@ class StrategyConfig:
     """DDP: gradient compression ("fp16", "bf16", "int8", "topk:RATIO", "powersgd:RANK")."""
     period: int | None = None
     """local-sgd: steps between parameter averages."""
+    local_warmup: int | None = None
+    """local-sgd: synchronous (gradient-averaging) steps before the periodic averaging starts."""
     inner_steps: int | None = None
     """diloco: inner steps between outer steps."""
     outer_lr: float | None = None
@@ -111,8 +113,15 @@ class StrategyConfig:
     MESH_FIELDS = ("pp", "tp", "microbatches", "schedule")
 
     def options(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("name", "nproc", "precision", *self.MESH_FIELDS)}
+        """The strategy's own options by its field names (--local-warmup is local-sgd's warmup_steps)."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name not in ("name", "nproc", "precision", *self.MESH_FIELDS)}
+        warmup = options.pop("local_warmup")
+        if warmup is not None:
+            if self.name != "local-sgd":
+                raise ConfigError(f"--local-warmup applies to local-sgd, not '{self.name}'")
+            options["warmup_steps"] = warmup
+        return options
 
     def build(self):
         """The strategy object (validated by its own constructor)."""
