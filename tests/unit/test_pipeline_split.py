@@ -10,7 +10,7 @@ from shardwise.errors import ConfigError
 from shardwise.models.gpt import GPT, GPTConfig
 from shardwise.pipeline.layers import layer_weights, pipeline_layers
 from shardwise.pipeline.split import balanced_bounds, bounds_at
-from shardwise.pipeline.timing import layer_times
+from shardwise.pipeline.timing import layer_times, made_up_example, timed_layers
 
 
 def _brute_force_best(weights, parts):
@@ -80,7 +80,12 @@ def test_auto_split_follows_measured_time_where_parameter_counts_mislead():
     torch.manual_seed(0)
     layers = [("a", nn.Linear(64, 64)), ("busy", _Busy(64, 400)), ("b", nn.Linear(64, 64)), ("c", nn.Linear(64, 64))]
     example = torch.randn(32, 64)
-    times = layer_times(layers, example)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as ranks run; two intra-op threads on a busy machine stall for tens of ms
+    try:
+        times = layer_times(layers, example)
+    finally:
+        torch.set_num_threads(threads)
     assert times[1] > 3 * max(times[0], times[2], times[3])
     assert balanced_bounds(layer_weights(layers), 3) == [(0, 1), (1, 3), (3, 4)]  # by parameters: busy + b
     assert balanced_bounds(times, 3) == [(0, 1), (1, 2), (2, 4)]  # by time: the busy layer alone
@@ -101,10 +106,20 @@ def test_timing_the_layers_leaves_training_unchanged():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-def test_auto_split_needs_an_example():
+def test_auto_split_makes_up_an_example_when_none_is_given():
     import shardwise as sw
 
-    with pytest.raises(ConfigError, match="example"):
-        sw.Pipeline(stages=2, split="auto")
-    assert sw.Pipeline(stages=2, split="auto", example=torch.zeros(2, 8)) == sw.Pipeline(stages=2, split="auto",
-                                                                                        example=torch.ones(2, 8))
+    assert sw.Pipeline(stages=2, split="auto", example=torch.zeros(2, 8)) == sw.Pipeline(stages=2, split="auto")
+    gpt = GPT(GPTConfig(vocab_size=11, block_size=6, n_layer=2, n_head=2, n_embd=8))
+    rng = torch.get_rng_state()
+    tokens = made_up_example(gpt, pipeline_layers(gpt))
+    assert tokens.shape == (4, 6) and tokens.dtype == torch.int64 and int(tokens.max()) < 11
+    assert len(timed_layers(gpt, pipeline_layers(gpt), None)) == 4  # embeddings, 2 blocks, head
+    assert torch.equal(torch.get_rng_state(), rng)
+    odd = nn.Sequential(nn.Linear(7, 13), nn.GELU(), nn.Linear(13, 5))
+    assert made_up_example(odd, list(odd.named_children())).shape == (4, 7)
+    convs = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    with pytest.raises(ConfigError, match="cannot make up an input for Sequential: pass"):
+        timed_layers(convs, list(convs.named_children()), None)
+    with pytest.raises(ConfigError, match="could not time the layers on the example"):
+        timed_layers(odd, list(odd.named_children()), torch.zeros(2, 9))

@@ -152,6 +152,10 @@ class GPT(nn.Module):
         return [("embeddings", _Embeddings(self)), *((f"blocks.{i}", b) for i, b in enumerate(self.blocks)),
                 ("head", _Head(self))]
 
+    def example_input(self, batch: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random token ids [batch, block_size] (pipeline split="auto" times the layers on them)."""
+        return torch.randint(self.config.vocab_size, (batch, self.config.block_size), generator=generator)
+
     def tensor_parallel_plan(self) -> dict[str, str]:
         """Megatron-LM's split (Shoeybi et al. 2019): attention by heads (q, k and v column-wise
         in three parts, the output projection row-wise), the MLP's up projection column-wise and

@@ -36,6 +36,10 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_out]
         return self.layers(x)
 
+    def example_input(self, batch: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random inputs of the right shape (pipeline split="auto" times the layers on them)."""
+        return torch.randn(batch, self.d_in, generator=generator)
+
     def tensor_parallel_plan(self) -> dict[str, str]:
         """Linear layers in pairs, column-wise then row-wise (one all-reduce per pair each way);
         an unpaired last Linear stays whole."""

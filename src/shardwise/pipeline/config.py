@@ -17,8 +17,9 @@ class Pipeline(StrategyDefaults):
     `schedule`. Train with `model.train_step(inputs, targets, loss_fn)` then `optimizer.step()`.
 
     `split`: None cuts the layers into stages of balanced parameter counts; "auto" balances
-    the layers' forward+backward times measured on `example` (one micro-batch of inputs) when
-    the model is wrapped, averaged over all ranks so that every rank cuts alike; a list of
+    the layers' forward+backward times measured on `example` (one micro-batch of inputs; None:
+    the model's `example_input()`, or random rows for a first Linear) when the model is
+    wrapped, averaged over all ranks so that every rank cuts alike; a list of
     P·v - 1 layer names starts a stage at each ("blocks.2")."""
 
     stages: int = 2
@@ -28,7 +29,7 @@ class Pipeline(StrategyDefaults):
     virtual: int | None = None
     """Stages per rank; None: 2 for "interleaved-1f1b", else 1."""
     example: Any = field(default=None, compare=False, repr=False)
-    """One micro-batch of inputs to time the layers on, for split="auto"."""
+    """One micro-batch of inputs to time the layers on, for split="auto" (None: made up)."""
 
     name = "pipeline"
 
@@ -43,9 +44,6 @@ class Pipeline(StrategyDefaults):
         if not (self.split is None or self.split == "auto" or
                 (isinstance(self.split, tuple) and all(isinstance(s, str) for s in self.split))):
             raise ConfigError(f"split must be None, 'auto' or a list of layer names, got {self.split!r}")
-        if self.split == "auto" and self.example is None:
-            raise ConfigError("split='auto' times each layer on an example micro-batch: pass "
-                              "sw.Pipeline(split='auto', example=<one micro-batch of inputs>)")
         from .schedules import make_schedule
 
         make_schedule(self.schedule, self.stages, self.microbatches, self.virtual)  # refuses what cannot run

@@ -31,7 +31,7 @@ from .layers import layer_weights, pipeline_layers
 from .runner import PipelineRunner, Stage
 from .schedules import make_schedule
 from .split import balanced_bounds, bounds_at
-from .timing import layer_times
+from .timing import timed_layers
 
 
 class LocalGradients:
@@ -77,9 +77,9 @@ def _layers(module: nn.Module, stages: int) -> list[tuple[str, nn.Module]]:
     return pipeline_layers(module)
 
 
-def _agreed_times(layers, example, group) -> list[float]:
+def _agreed_times(module, layers, example, group) -> list[float]:
     """Each layer's measured time averaged over `group`, so that every rank cuts alike."""
-    times = torch.tensor(layer_times(layers, example), dtype=torch.float64)
+    times = torch.tensor(timed_layers(module, layers, example), dtype=torch.float64)
     comm.all_reduce(times, group=comm.default_group(group))
     return times.tolist()
 
@@ -99,7 +99,7 @@ def wrap_pipeline(config, module: nn.Module, optimizer, group=None, shapes: dict
     if config.split is None:
         bounds = balanced_bounds(layer_weights(layers), schedule.stages)
     elif config.split == "auto":
-        bounds = balanced_bounds(_agreed_times(layers, config.example, group if agree_group is None else agree_group), schedule.stages)
+        bounds = balanced_bounds(_agreed_times(module, layers, config.example, group if agree_group is None else agree_group), schedule.stages)
     else:
         bounds = bounds_at(names, list(config.split), schedule.stages)
     me = ranks.index(dist.get_rank())
