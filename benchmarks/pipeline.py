@@ -7,7 +7,9 @@ formulas, and a timeline of each schedule (rank x time, forward and backward col
 The model is an MLP of `--depth` Linear+GELU layers of `--width` (an nn.Sequential), cut into
 stages of equal parameter counts by shardwise's splitter; torch's stages get the very same
 layers. Each configuration runs in its own processes, alternating shardwise and torch, and
-times `--steps` consecutive steps after `--warmup` steps; one more step is recorded.
+times `--steps` consecutive steps after `--warmup` steps; one more step is recorded. zb-h1 is
+compared with torch's Schedule1F1B (torch 2.13's zero-bubble schedules are the V-shaped and
+interleaved ones, two stages per rank); its bubble formula takes the F, B and W times measured.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from shardwise.pipeline.layers import layer_weights, pipeline_layers  # noqa: E4
 from shardwise.pipeline.schedules import make_schedule  # noqa: E402
 from shardwise.pipeline.split import balanced_bounds  # noqa: E402
 
-SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b")
+SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b", "zb-h1")
+TORCH_PEER = {"zb-h1": "1f1b"}  # torch 2.13 has no one-stage-per-rank zero-bubble schedule: ZB-H1 races its 1F1B
 
 
 def build(width: int, depth: int) -> nn.Sequential:
@@ -92,6 +95,7 @@ def torch_rank(args, schedule: str) -> dict:
     modules = [nn.Sequential(*[layers[i][1] for i in range(*bounds[s])]) for s in mine]
     stages = [PipelineStage(m, s, p * virtual, torch.device("cpu")) for m, s in zip(modules, mine)]
     optimizer = torch.optim.SGD([q for m in modules for q in m.parameters()], lr=1e-3)
+    schedule = TORCH_PEER.get(schedule, schedule)
     if schedule == "interleaved-1f1b":
         sched = ScheduleInterleaved1F1B(stages, args.microbatches, loss_fn=F.mse_loss)
     else:
@@ -113,6 +117,15 @@ def torch_rank(args, schedule: str) -> dict:
         optimizer.zero_grad()
 
     return {"times": timed(step, args)}
+
+
+def bubble_formula(schedule: str, args, per_rank: list[dict]) -> float:
+    """The formula's bubble; zb-h1's depends on the costs, so it takes the measured mean F, B, W."""
+    virtual = 2 if schedule == "interleaved-1f1b" else 1
+    if schedule != "zb-h1":
+        return bubble_fraction(args.stages, args.microbatches, virtual)
+    mean = {k: statistics.mean(s[4] - s[3] for r in per_rank for s in r["spans"] if s[0] == k) for k in "FBW"}
+    return bubble_fraction(args.stages, args.microbatches, 1, "zb-h1", mean["F"], mean["B"] + mean["W"], mean["W"])
 
 
 def measured_bubble(per_rank: list[dict]) -> float:
@@ -158,10 +171,10 @@ def main() -> None:
             ours += [max(ts) for ts in zip(*(r["times"] for r in per_rank))]
             records = per_rank
             theirs += [max(ts) for ts in zip(*(r["times"] for r in sw.launch(torch_rank, args.stages, args=(args, schedule))))]
-        virtual = 2 if schedule == "interleaved-1f1b" else 1
         results[schedule] = {
             "step_ms": 1000 * statistics.median(ours), "torch_step_ms": 1000 * statistics.median(theirs),
-            "bubble": measured_bubble(records), "bubble_formula": bubble_fraction(args.stages, args.microbatches, virtual),
+            "torch_schedule": TORCH_PEER.get(schedule, schedule),
+            "bubble": measured_bubble(records), "bubble_formula": bubble_formula(schedule, args, records),
             "peak_activation_mb": [r["peak"] / 1e6 for r in records],
             "peak_activation_formula_mb": [predicted_peak(r, schedule, args, i) / 1e6 for i, r in enumerate(records)],
             "spans": [[(s[0], s[1], s[2], s[3], s[4]) for s in r["spans"]] for r in records],
@@ -184,7 +197,8 @@ def table(results: dict) -> None:
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         peaks = ", ".join(f"{m:.2f}/{f:.2f}" for m, f in zip(r["peak_activation_mb"], r["peak_activation_formula_mb"]))
-        print(f"| {name} | {r['step_ms']:.1f} | {r['torch_step_ms']:.1f} | {r['step_ms'] / r['torch_step_ms']:.2f} | "
+        peer = "" if r["torch_schedule"] == name else f" ({r['torch_schedule']})"
+        print(f"| {name} | {r['step_ms']:.1f} | {r['torch_step_ms']:.1f}{peer} | {r['step_ms'] / r['torch_step_ms']:.2f} | "
               f"{r['bubble']:.3f} | {r['bubble_formula']:.3f} | {peaks} |")
 
 
@@ -201,16 +215,18 @@ def plot(results: dict, args) -> None:
         for rank, rank_spans in enumerate(r["spans"]):
             for kind, mb, stage, start, end in rank_spans:
                 ax.barh(rank, (end - start) * 1000, left=(start - t0) * 1000, height=0.8,
-                        color="tab:blue" if kind == "F" else "tab:orange", edgecolor="white", linewidth=0.3)
+                        color={"F": "tab:blue", "B": "tab:orange", "W": "tab:green"}[kind], edgecolor="white",
+                        linewidth=0.3)
                 if end - start > 0.004:
                     ax.text((start - t0 + (end - start) / 2) * 1000, rank, str(mb), ha="center", va="center", fontsize=6,
                             color="white")
         ax.set_yticks(range(len(r["spans"])))
         ax.set_yticklabels([f"rank {i}" for i in range(len(r["spans"]))])
         ax.invert_yaxis()
-        ax.set_title(f"{name}: bubble measured {r['bubble']:.2f}, formula (P-1)/(vM+P-1) = {r['bubble_formula']:.2f}",
+        formula = "(P-1)(F+B-W)/(M(F+B+W)+(P-1)(F+B-W))" if name == "zb-h1" else "(P-1)/(vM+P-1)"
+        ax.set_title(f"{name}: bubble measured {r['bubble']:.2f}, formula {formula} = {r['bubble_formula']:.2f}",
                      fontsize=9)
-    axes[-1, 0].set_xlabel("ms (forward blue, backward orange; numbers: micro-batch)")
+    axes[-1, 0].set_xlabel("ms (forward blue, backward orange, zb-h1's weight gradients green; numbers: micro-batch)")
     fig.suptitle(f"pipeline schedules, P = {args.stages}, M = {args.microbatches}, one step as measured", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)

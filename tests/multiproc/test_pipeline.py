@@ -20,7 +20,7 @@ def _auto(case: str, stages: int, microbatches: int) -> sw.Pipeline:
 def _pipelines(stages: int) -> list[Run]:
     return [Run(case, sw.Pipeline(stages=stages, microbatches=m, schedule=schedule), steps=4)
             for case in ("mlp_deep", "gpt_deep")
-            for schedule, m in (("gpipe", 4), ("1f1b", 8), ("interleaved-1f1b", 2 * stages))]
+            for schedule, m in (("gpipe", 4), ("1f1b", 8), ("interleaved-1f1b", 2 * stages), ("zb-h1", 2 * stages))]
 
 
 def _meshes(dp: int, pp: int, tp: int) -> list[Run]:
@@ -53,6 +53,8 @@ def test_four_rank_layouts_parity():
     runs = _pipelines(4) + _meshes(2, 2, 1) + _meshes(2, 1, 2) + _meshes(1, 2, 2)
     # split="auto" on a mesh: every replica must cut alike (times averaged over all ranks)
     runs.append(Run("mlp_deep", sw.Mesh(dp=2, pp=2, pipeline=_auto("mlp_deep", 2, 2)), steps=3))
+    runs.append(Run("gpt_tied", sw.Mesh(dp=2, pp=2, dp_strategy="zero1",
+                                        pipeline=sw.Pipeline(stages=2, microbatches=2, schedule="zb-h1")), steps=3))
     runs.append(Run("gpt_tied", sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=2, split="auto")),
                     steps=3))  # tensor-parallel slices timed on the GPT's example_input()
     assert check_model_parallel_parity(runs, 4, timeout_s=450) == []

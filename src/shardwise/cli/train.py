@@ -51,7 +51,7 @@ def add_parser(subparsers) -> None:
                         "meeting by --strategy ddp, zero1 or zero2")
     p.add_argument("--tp", type=positive_int, default=DEFAULTS.strategy.tp, help="tensor-parallel ranks per stage")
     p.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: --pp)")
-    p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b"],
+    p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
                    help="pipeline schedule (default 1f1b)")
     p.add_argument("--slow-worker", type=real_number(least=1, most=1000), default=DEFAULTS.slow_worker,
                    help="make worker 0 this many times slower (a straggler)")

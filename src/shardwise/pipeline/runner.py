@@ -11,7 +11,8 @@ along dim 0 and walks this rank's action list ([Note: pipeline schedules]):
   gradient has the shape of the output it belongs to; an activation's shape travels in a small
   header with the first micro-batch of each step on each edge (micro-batches are equal).
 - B: backward of the stored output with the received gradient (the loss on the last stage);
-  the input leaf's `.grad` is what goes up.
+  the input leaf's `.grad` is what goes up. A zero-bubble schedule splits it: B gives only the
+  input's gradient and W, later, the weights' ([Note: split backward]).
 Gradients accumulate over micro-batches in `.grad`, so after the step each parameter holds the
 gradient of the mean loss over the whole batch, as one process would compute it. Parameters
 shared by layers on several ranks (tied embeddings) then have their gradients summed over
@@ -28,7 +29,8 @@ from torch import nn
 
 from .. import comm
 from ..errors import ConfigError
-from .schedules import Action, Schedule
+from .schedules import COMPUTE, Action, Schedule
+from .split_backward import WeightGradients
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _HEADER = 10  # dtype code, ndim, up to 8 sizes
@@ -60,9 +62,10 @@ class StepRecord:
     live: int = 0
     peak_activation_bytes: int = 0
 
-    def run(self, action: Action, compute, parameters: set[int]) -> None:
+    def run(self, action: Action, compute, parameters: set[int], frees: bool) -> None:
         """Time `compute`; for a forward, count the storages autograd saves that are not
-        parameters' (`parameters`: their storages' addresses)."""
+        parameters' (`parameters`: their storages' addresses); `frees`: the action ends the
+        micro-batch's stored activations (its B, or its W when the backward is split)."""
         key = (action.microbatch, action.stage)
         start = time.perf_counter()
         if action.kind == "F":
@@ -81,7 +84,8 @@ class StepRecord:
             self.peak_activation_bytes = max(self.peak_activation_bytes, self.live)
         else:
             compute()
-            self.live -= self.stored.get(key, 0)
+            if frees:
+                self.live -= self.stored.get(key, 0)
         self.spans.append((action.kind, action.microbatch, action.stage, start, time.perf_counter()))
 
 
@@ -95,6 +99,7 @@ class PipelineRunner:
         self.last_stage = schedule.stages - 1
         self.recording = False
         self.last_record: StepRecord | None = None
+        self.split = WeightGradients(list(stages.values())) if schedule.splits_backward else None
 
     def parameter_storages(self) -> set[int]:
         return {p.untyped_storage().data_ptr() for stage in self.stages.values() for p in stage.parameters()}
@@ -171,6 +176,7 @@ class _Step:
         self.received: dict[tuple[str, int, int], tuple[object, torch.Tensor]] = {}
         self.act_shape: dict[int, tuple[torch.Size, torch.dtype]] = {}  # by receiving stage
         self.grads_in: dict[tuple[int, int], torch.Tensor] = {}
+        self.pending: dict[tuple[int, int], object] = {}  # split backward: from F to W
         self.headers_sent: set[int] = set()  # receiving stages that know this step's activation shape
         self.sends: list[tuple[object, torch.Tensor]] = []
         self.loss_sum: torch.Tensor | None = None
@@ -180,11 +186,13 @@ class _Step:
         actions = self.r.schedule.actions[self.r.rank]
         if not self.train:
             actions = tuple(a for a in actions if a.kind in ("F", "recv_act", "send_act"))
+        frees = "W" if self.r.split is not None else "B"
         for index, action in enumerate(actions):
-            if action.kind in ("F", "B"):
+            if action.kind in COMPUTE:
                 self._post_next_receive(actions, index)
                 if self.record is not None:
-                    self.record.run(action, lambda: getattr(self, "_" + action.kind)(action), self.r.parameter_storages())
+                    self.record.run(action, lambda: getattr(self, "_" + action.kind)(action), self.r.parameter_storages(),
+                                    action.kind == frees)
                     continue
             getattr(self, "_" + action.kind)(action)
         for work, _ in self.sends:
@@ -264,7 +272,10 @@ class _Step:
         mb, stage = action.microbatch, action.stage
         x = self.micro_inputs[mb] if stage == 0 else (self.inputs[(mb, stage)] if self.train
                                                         else self.inputs.pop((mb, stage)))
-        output = self.r.stages[stage](x)
+        if self.train and self.r.split is not None:
+            output, self.pending[(mb, stage)] = self.r.split.forward(lambda: self.r.stages[stage](x))
+        else:
+            output = self.r.stages[stage](x)
         if stage == self.r.last_stage:
             if self.micro_targets is None:
                 raise ConfigError("the last pipeline stage needs the targets: pass them to train_step on every rank")
@@ -281,9 +292,19 @@ class _Step:
     def _B(self, action: Action) -> None:
         mb, stage = action.microbatch, action.stage
         output = self.outputs.pop((mb, stage))
+        if self.r.split is not None:
+            grad = None if stage == self.r.last_stage else self.grads_in.pop((mb, stage))
+            self.r.split.input_backward(output, grad, self.inputs.get((mb, stage)) if stage > 0 else None,
+                                        self.pending[(mb, stage)])
+            if stage == 0:
+                self.inputs.pop((mb, stage), None)
+            return
         if stage == self.r.last_stage:
             output.backward()
         else:
             torch.autograd.backward(output, self.grads_in.pop((mb, stage)))
         if stage == 0:
             self.inputs.pop((mb, stage), None)
+
+    def _W(self, action: Action) -> None:
+        self.r.split.weight_backward(self.pending.pop((action.microbatch, action.stage)))

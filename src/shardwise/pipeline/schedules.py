@@ -19,6 +19,13 @@ activations each rank stores; `formulas.py` says what they should be.
 - Interleaved 1F1B (Narayanan et al. 2021, Megatron-LM): v stages per rank, micro-batches go
   through the ranks in groups of P; the fill is 2(P-1-r) + (v-1)P stage-forwards. The bubble is
   divided by v. Needs M to be a multiple of P.
+- ZB-H1 (Qi et al., ICLR 2024, "Zero Bubble Pipeline Parallelism"): the backward is split into
+  "B", the gradient of the stage's input (what the previous stage waits for), and "W", the
+  gradient of its weights (which nobody waits for). Rank r runs, for x = 0 .. M+P-2, whichever
+  of F(x), B(x-(P-1-r)), W(x-(P-1)) exist: 1F1B's order of F and B, with each W delayed until
+  P-1 forwards later, so the W's fill what would be 1F1B's drain bubble. Bubble (P-1)(F+B-W) of
+  time per rank instead of (P-1)(F+B+W); every rank holds at most P micro-batches (a forward's
+  activations live until its W), 1F1B's peak on rank 0. Needs M >= P.
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from typing import Callable, Literal
 
 from ..errors import ConfigError
 
-Kind = Literal["F", "B", "send_act", "recv_act", "send_grad", "recv_grad"]
-COMPUTE = ("F", "B")
+Kind = Literal["F", "B", "W", "send_act", "recv_act", "send_grad", "recv_grad"]
+COMPUTE = ("F", "B", "W")
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,9 @@ class Schedule:
     """v, stages per rank."""
     actions: tuple[tuple[Action, ...], ...]
     """Per rank, in order."""
+    splits_backward: bool = False
+    """B computes only the input's gradient and W the weights' (zero-bubble schedules); else B
+    is the whole backward and there is no W."""
 
     @property
     def stages(self) -> int:
@@ -77,12 +87,14 @@ def _with_communication(compute: list[tuple[str, int, int]], stages: int) -> tup
             out.append(Action("F", mb, stage))
             if stage < stages - 1:
                 out.append(Action("send_act", mb, stage))
-        else:
+        elif kind == "B":
             if stage < stages - 1:
                 out.append(Action("recv_grad", mb, stage))
             out.append(Action("B", mb, stage))
             if stage > 0:
                 out.append(Action("send_grad", mb, stage))
+        else:
+            out.append(Action("W", mb, stage))  # the weights' gradient: nothing to send or receive
     return tuple(out)
 
 
@@ -146,6 +158,23 @@ def interleaved_1f1b(ranks: int, microbatches: int, virtual: int = 2) -> Schedul
     return Schedule("interleaved-1f1b", ranks, microbatches, virtual, tuple(actions))
 
 
+def zb_h1(ranks: int, microbatches: int, virtual: int = 1) -> Schedule:
+    _check(ranks, microbatches)
+    _one_stage_per_rank("zb-h1", virtual)
+    if microbatches < ranks:
+        raise ConfigError(f"zb-h1 needs at least as many micro-batches as stages ({ranks}), got {microbatches}: "
+                          f"pass --microbatches {ranks} or more, or use 1f1b")
+    actions = []
+    for r in range(ranks):
+        compute = []
+        for x in range(microbatches + ranks - 1):
+            for kind, mb in (("F", x), ("B", x - (ranks - 1 - r)), ("W", x - (ranks - 1))):
+                if 0 <= mb < microbatches:
+                    compute.append((kind, mb, r))
+        actions.append(_with_communication(compute, ranks))
+    return Schedule("zb-h1", ranks, microbatches, 1, tuple(actions), splits_backward=True)
+
+
 def _one_stage_per_rank(name: str, virtual: int) -> None:
     if virtual != 1:
         raise ConfigError(f"schedule '{name}' runs one stage per rank; use 'interleaved-1f1b' for virtual stages")
@@ -155,11 +184,12 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "gpipe": gpipe,
     "1f1b": one_f_one_b,
     "interleaved-1f1b": interleaved_1f1b,
+    "zb-h1": zb_h1,
 }
 
 
 def make_schedule(name: str, ranks: int, microbatches: int, virtual: int | None = None) -> Schedule:
-    """The schedule called `name` ("gpipe", "1f1b", "interleaved-1f1b"); `virtual` stages per
+    """The schedule called `name` ("gpipe", "1f1b", "interleaved-1f1b", "zb-h1"); `virtual` stages per
     rank (default 1, or 2 for the interleaved one)."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown pipeline schedule '{name}'; choose from {', '.join(SCHEDULES)}")

@@ -53,9 +53,14 @@ def _message(action: Action) -> tuple[str, int, int]:
     return ("grad", action.microbatch, action.stage)  # recv_grad
 
 
-def simulate(schedule: Schedule, forward: float = 1.0, backward: float = 2.0) -> Simulation:
+def simulate(schedule: Schedule, forward: float = 1.0, backward: float = 2.0, weight: float | None = None) -> Simulation:
+    """`backward` is a whole backward; a schedule that splits it (zero bubble) spends `weight`
+    (default half of it) in W and the rest in B. A micro-batch's activations are stored from
+    its forward to the end of its backward (to its W when split)."""
     ranks, v = schedule.ranks, schedule.virtual
-    cost = {"F": forward / v, "B": backward / v}
+    w = (backward / 2 if weight is None else weight) if schedule.splits_backward else 0.0
+    cost = {"F": forward / v, "B": (backward - w) / v, "W": w / v}
+    frees = "W" if schedule.splits_backward else "B"
     clock = [0.0] * ranks
     position = [0] * ranks
     busy = [0.0] * ranks
@@ -64,6 +69,7 @@ def simulate(schedule: Schedule, forward: float = 1.0, backward: float = 2.0) ->
     sent: dict[tuple[str, int, int], float] = {}
     received: set[tuple[str, int, int]] = set()
     forwarded: set[tuple[int, int]] = set()
+    input_grads: set[tuple[int, int]] = set()
     spans: list[Span] = []
     remaining = sum(len(a) for a in schedule.actions)
     while remaining:
@@ -90,6 +96,8 @@ def simulate(schedule: Schedule, forward: float = 1.0, backward: float = 2.0) ->
                         raise Deadlock(f"rank {r} computes {action}, a stage of rank {schedule.rank_of(action.stage)}")
                     if action.kind == "B" and (action.microbatch, action.stage) not in forwarded:
                         raise Deadlock(f"rank {r}: {action} before its forward")
+                    if action.kind == "W" and (action.microbatch, action.stage) not in input_grads:
+                        raise Deadlock(f"rank {r}: {action} before its B")
                     start = clock[r]
                     clock[r] += cost[action.kind]
                     busy[r] += cost[action.kind]
@@ -98,7 +106,9 @@ def simulate(schedule: Schedule, forward: float = 1.0, backward: float = 2.0) ->
                         forwarded.add((action.microbatch, action.stage))
                         stored[r] += 1
                         peak[r] = max(peak[r], stored[r])
-                    else:
+                    if action.kind == "B":
+                        input_grads.add((action.microbatch, action.stage))
+                    if action.kind == frees:
                         stored[r] -= 1
                 position[r] += 1
                 remaining -= 1
@@ -109,7 +119,8 @@ def simulate(schedule: Schedule, forward: float = 1.0, backward: float = 2.0) ->
             raise Deadlock(f"schedule {schedule.name} deadlocks: ranks wait at {stuck}")
     expected = {(i, s) for i in range(schedule.microbatches) for s in range(schedule.stages)}
     done_b = {(sp.action.microbatch, sp.action.stage) for sp in spans if sp.action.kind == "B"}
-    if forwarded != expected or done_b != expected:
+    done_w = {(sp.action.microbatch, sp.action.stage) for sp in spans if sp.action.kind == "W"}
+    if forwarded != expected or done_b != expected or done_w != (expected if schedule.splits_backward else set()):
         raise Deadlock(f"schedule {schedule.name} does not run every micro-batch through every stage once")
     if len(received) != len(sent):
         raise Deadlock(f"schedule {schedule.name}: {len(sent) - len(received)} sends are never received")

@@ -22,6 +22,7 @@ import math
 
 from ..errors import ConfigError
 from ..pipeline.formulas import bubble_fraction, peak_stored
+from ..pipeline.schedules import make_schedule
 from ..vocab import bytes_per_value
 from .formulas import model_states
 from .model_spec import ModelSpec
@@ -36,6 +37,8 @@ def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, micr
     if world_size % (pp * tp):
         raise ConfigError(f"world size {world_size} is not a multiple of pp {pp} x tp {tp}")
     v = virtual if virtual is not None else (2 if schedule == "interleaved-1f1b" else 1)
+    if pp > 1:
+        make_schedule(schedule, pp, microbatches, v)  # refuses what cannot run (e.g. zb-h1 with M < P)
     if model.layers < pp * v:
         raise ConfigError(f"{model.layers} layers cannot fill {pp * v} pipeline stages")
     dp = world_size // (pp * tp)
@@ -62,7 +65,7 @@ def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, micr
         "optimizer_bytes": states.optimizer, "model_state_bytes": states.total,
         "activation_bytes": activations, "stored_microbatches": stored,
         "fits": states.total + activations <= device_memory,
-        "bubble": bubble_fraction(pp, microbatches, v) if pp > 1 else 0.0,
+        "bubble": bubble_fraction(pp, microbatches, v, schedule) if pp > 1 else 0.0,
         "tp_bytes_per_layer_per_microbatch": tp_per_layer, "tp_bytes_per_step": tp_bytes,
         "pp_bytes_per_step": pp_bytes,
     }
