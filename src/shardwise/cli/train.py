@@ -53,6 +53,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: --pp)")
     p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
                    help="pipeline schedule (default 1f1b)")
+    p.add_argument("--pp-split", default=None, metavar="auto|LAYERS",
+                   help="where the pipeline cuts: auto (stages balanced by measured layer times) or the "
+                        "comma-separated layers that start stages 2.. (e.g. blocks.2); default: balanced "
+                        "parameter counts")
     p.add_argument("--slow-worker", type=real_number(least=1, most=1000), default=DEFAULTS.slow_worker,
                    help="make worker 0 this many times slower (a straggler)")
     p.add_argument("--grad-clip", type=non_negative_real, default=DEFAULTS.optimization.grad_clip,
@@ -97,7 +101,8 @@ def main(args) -> int:
                                 compress=args.compress, period=args.period, local_warmup=args.local_warmup,
                                 inner_steps=args.inner_steps,
                                 outer_lr=args.outer_lr, outer_momentum=args.outer_momentum, pp=args.pp, tp=args.tp,
-                                microbatches=args.microbatches, schedule=args.schedule),
+                                microbatches=args.microbatches, schedule=args.schedule,
+                                pp_split=args.pp_split),
         checkpointing=CheckpointConfig(save_every=args.save_every, keep=args.keep_checkpoints, resume=args.resume,
                                        out_dir=args.out, run_dir=args.run_dir),
         slow_worker=args.slow_worker, report=args.report, progress=not args.no_progress, timeout_s=args.timeout,

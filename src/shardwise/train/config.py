@@ -108,9 +108,12 @@ class StrategyConfig:
     microbatches: int | None = None
     """Pipeline micro-batches per step (default: pp)."""
     schedule: str | None = None
-    """Pipeline schedule: gpipe, 1f1b (default) or interleaved-1f1b."""
+    """Pipeline schedule: gpipe, 1f1b (default), interleaved-1f1b or zb-h1."""
+    pp_split: str | None = None
+    """Where the pipeline cuts: None (balanced parameter counts), "auto" (balanced measured
+    layer times) or comma-separated names of the layers that start stages 2.. ("blocks.2")."""
 
-    MESH_FIELDS = ("pp", "tp", "microbatches", "schedule")
+    MESH_FIELDS = ("pp", "tp", "microbatches", "schedule", "pp_split")
 
     def options(self) -> dict:
         """The strategy's own options by its field names (--local-warmup is local-sgd's warmup_steps)."""
@@ -131,14 +134,19 @@ class StrategyConfig:
         check_precision(self.precision)
         if self.pp > 1 or self.tp > 1:
             return self._mesh()
-        if self.microbatches is not None or self.schedule is not None:
-            raise ConfigError("--microbatches and --schedule apply to pipelines: add --pp STAGES")
+        if self.microbatches is not None or self.schedule is not None or self.pp_split is not None:
+            raise ConfigError("--microbatches, --schedule and --pp-split apply to pipelines: add --pp STAGES")
         strategy = build_strategy(self.name, self.precision, **self.options())
         if not strategy.training_ranks(self.nproc):
             raise ConfigError(f"--nproc {self.nproc} leaves no rank to train under {self.name}: "
                               f"{self.nproc} rank(s) are {strategy.role(0, self.nproc)}s")
         return strategy
 
+
+    def _split(self):
+        if self.pp_split is None or self.pp_split == "auto":
+            return self.pp_split
+        return tuple(name.strip() for name in self.pp_split.split(",") if name.strip())
 
     def _mesh(self):
         from ..mesh import Mesh
@@ -158,9 +166,10 @@ class StrategyConfig:
         if self.precision != "fp32":
             raise ConfigError("--pp/--tp train in fp32 for now: drop --precision")
         pipeline = Pipeline(stages=self.pp, microbatches=self.microbatches or self.pp,
-                            schedule=self.schedule or "1f1b") if self.pp > 1 else None
-        if pipeline is None and (self.microbatches is not None or self.schedule is not None):
-            raise ConfigError("--microbatches and --schedule apply to pipelines: add --pp STAGES")
+                            schedule=self.schedule or "1f1b", split=self._split()) if self.pp > 1 else None
+        if pipeline is None and (self.microbatches is not None or self.schedule is not None or
+                                 self.pp_split is not None):
+            raise ConfigError("--microbatches, --schedule and --pp-split apply to pipelines: add --pp STAGES")
         return Mesh(dp=self.nproc // (self.pp * self.tp), pp=self.pp, tp=self.tp, dp_strategy=self.name,
                     pipeline=pipeline, tensor=TensorParallel(size=self.tp) if self.tp > 1 else None)
 
@@ -244,6 +253,14 @@ class TrainConfig:
             raise ConfigError(f"each replica's {self.data.global_batch // trainers} sequences do not split into "
                               f"{microbatches} equal micro-batches: give --global-batch a multiple of "
                               f"{trainers * microbatches}")
+        split = self.strategy._split() if self.strategy.pp > 1 else None
+        if isinstance(split, tuple):  # named cut points: layers of the built-in GPT, checked before any rank starts
+            from ..pipeline.schedules import make_schedule
+            from ..pipeline.split import bounds_at
+
+            names = ["embeddings", *(f"blocks.{i}" for i in range(self.model.n_layer)), "head"]
+            stages = make_schedule(self.strategy.schedule or "1f1b", self.strategy.pp, microbatches).stages
+            bounds_at(names, list(split), stages)
         if self.checkpointing.save_every is not None and not strategy.steps_together:
             raise ConfigError(f"--save-every does not apply to {strategy}: its workers share no step to checkpoint "
                               "at; use --mode sync to save checkpoints")
