@@ -53,9 +53,17 @@ def _start(kind, tmp_path):
     else:
         command = [sys.executable, "-m", "shardwise", "bench", "--configs", "ddp", "--steps", "100000", "--warmup", "0",
                    "--width", "64", "--depth", "2", "--out", str(tmp_path / "bench"), "--no-progress"]
-    # a session of its own, so that a stray signal never reaches the test runner
+    # a session of its own, so that a stray signal never reaches the test runner; the signals'
+    # default dispositions, as a job started from a terminal has them, even when the test runner
+    # itself runs under nohup or in the background of a script (SIGHUP, SIGINT ignored), which a
+    # job would inherit and rightly keep
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_signals)
+
+
+def _default_signals() -> None:
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _ranks_of(job) -> list[int]:
