@@ -26,10 +26,10 @@ def test_zero_options_parity(world_size):
     """CPU offload (a separate fp32 master), tiny units, no prefetch and deep prefetch."""
     runs = [
         Run("gpt_tied", sw.ZeRO(stage=2, offload="cpu")),
-        Run("mlp_groups", sw.ZeRO(stage=3, offload="cpu"), 2),
+        Run("mlp_groups", sw.ZeRO(stage=3, offload="cpu", min_unit_mb=0), 2),
         Run("gpt_tied", sw.ZeRO(stage=1, bucket_mb=0.001), 2),
-        Run("gpt_tied", sw.ZeRO(stage=3, prefetch=0)),
-        Run("gpt_tied", sw.ZeRO(stage=3, prefetch=3, max_inflight=1), 2),
+        Run("gpt_tied", sw.ZeRO(stage=3, prefetch=0, min_unit_mb=0)),
+        Run("gpt_tied", sw.ZeRO(stage=3, prefetch=3, max_inflight=1, min_unit_mb=0), 2),
         Run("frozen_sgd", sw.ZeRO(stage=2, bucket_mb=0.0001, max_inflight=1)),
     ]
     assert check_parity(runs, world_size) == []

@@ -90,7 +90,7 @@ def _train_zero3(spec: dict) -> dict:
     model = _build(spec)
     if spec.get("compile") == "before":
         model = torch.compile(model, backend=spec["backend"])
-    model, optimizer = sw.wrap(model, _optimizer, strategy=sw.ZeRO(stage=3, prefetch=spec.get("prefetch", 1)))
+    model, optimizer = sw.wrap(model, _optimizer, strategy=sw.ZeRO(stage=3, prefetch=spec.get("prefetch", 1), min_unit_mb=0))
     if spec.get("compile") == "after":
         model = torch.compile(model, backend=spec["backend"])
     rank, world = sw.rank(), sw.world_size()

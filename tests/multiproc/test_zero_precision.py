@@ -58,7 +58,7 @@ def test_low_precision_compute_tracks_fp32_with_fp32_masters():
 def _overflow_is_skipped():
     torch.manual_seed(0)
     model = MLP(d_in=8, width=8, depth=2, d_out=2)
-    model, optimizer = sw.wrap(model, functools.partial(torch.optim.SGD, lr=0.1), strategy=sw.ZeRO(stage=3, param_dtype="fp16"))
+    model, optimizer = sw.wrap(model, functools.partial(torch.optim.SGD, lr=0.1), strategy=sw.ZeRO(stage=3, param_dtype="fp16", min_unit_mb=0))
     scaler = model.engine.scaler
     scaler.scale = 256.0  # small enough that only the injected inf overflows fp16
     before = sw.full_state_dict(model)

@@ -23,7 +23,8 @@ def _train(strategies: dict, steps: int) -> dict:
 @pytest.mark.parametrize("world", [2, 3])
 def test_quantized_zero_trains_close_with_fewer_bytes(world):
     strategies = {"zero2": sw.ZeRO(stage=2), "zero2_q": sw.ZeRO(stage=2, quantized_gradients=True),
-                  "zero3": sw.ZeRO(stage=3), "zero3_q": sw.ZeRO(stage=3, quantized_gradients=True, quantized_weights=True)}
+                  "zero3": sw.ZeRO(stage=3, min_unit_mb=0),
+                  "zero3_q": sw.ZeRO(stage=3, quantized_gradients=True, quantized_weights=True, min_unit_mb=0)}
     results = sw.launch(_train, world, args=(strategies, 6))
     ours = results[0]
     for other in results[1:]:  # everyone holds the same full parameters

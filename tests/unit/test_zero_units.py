@@ -30,6 +30,19 @@ def test_a_parameter_shared_by_two_units_belongs_to_the_root():
     assert root == [a.weight] and per_unit == [[a.bias], [b.bias]]
 
 
+def test_small_members_join_the_root_unit():
+    # [Note: small units]: 8 x 256-wide layers of 0.26 MB each go to the root below 2 MiB;
+    # 1024-wide layers (4 MiB each) stay units of their own; named classes ignore the size
+    small, big = MLP(width=256, depth=8), MLP(width=1024, depth=2)
+    assert unit_modules(small, min_bytes=2 << 20) == []
+    assert len(unit_modules(big, min_bytes=2 << 20)) == 2
+    assert len(unit_modules(small, (nn.Linear,), min_bytes=2 << 20)) == 8
+    mixed = nn.Sequential(nn.Linear(1024, 1024), nn.Linear(8, 8))
+    root, per_unit = assign_parameters(list(mixed.parameters()), unit_modules(mixed, min_bytes=2 << 20))
+    assert per_unit == [[mixed[0].weight, mixed[0].bias]] and root == [mixed[1].weight, mixed[1].bias]
+    assert ZeRO(stage=3).min_unit_mb == 2.0
+
+
 def test_named_unit_classes():
     model = GPT(GPTConfig(vocab_size=11, block_size=4, n_layer=2, n_head=2, n_embd=8))
     assert unit_modules(model, (nn.LayerNorm,)) == [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
@@ -38,6 +51,7 @@ def test_named_unit_classes():
 @pytest.mark.parametrize("kwargs, message", [
     ({"stage": 4}, "stage must be 1, 2 or 3"),
     ({"offload": "disk"}, "offload must be 'none' or 'cpu'"),
+    ({"min_unit_mb": -1}, "min_unit_mb must be at least 0"),
     ({"param_dtype": "fp8"}, "unknown dtype 'fp8'"),
 ])
 def test_config_validation(kwargs, message):

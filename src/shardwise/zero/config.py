@@ -30,6 +30,10 @@ class ZeRO(StrategyDefaults):
     """Dtype gradients are reduced in; None: fp32."""
     unit_modules: tuple = ()
     """Stage 3: module classes that each form a unit; default: members of ModuleList/Sequential."""
+    min_unit_mb: float = 2.0
+    """Stage 3: a ModuleList/Sequential member with fewer MiB of (fp32) trainable parameters is
+    not a unit of its own but part of the root unit, gathered once per forward and once per
+    backward ([Note: small units]); 0: every member is a unit."""
     max_inflight: int = 1
     """Reduce-scatters in flight before the oldest is awaited (bounds gradient memory)."""
     find_unused_parameters: bool = False
@@ -53,6 +57,8 @@ class ZeRO(StrategyDefaults):
         if self.offload not in ("none", "cpu"):
             raise ConfigError(f"offload must be 'none' or 'cpu', got '{self.offload}'")
         positive_number("bucket_mb", self.bucket_mb)
+        if not self.min_unit_mb >= 0:
+            raise ConfigError(f"min_unit_mb must be at least 0, got {self.min_unit_mb}")
         if self.prefetch < 0 or self.max_inflight < 1:
             raise ConfigError("prefetch must be >= 0 and max_inflight >= 1")
         as_dtype(self.param_dtype)

@@ -108,7 +108,8 @@ class ZeroEngine:
             root_params, module_params = [], []
         else:
             # find_unused: every parameter in the root unit, see [Note: unused parameters].
-            modules = [] if self.config.find_unused_parameters else unit_modules(self.module, self.config.unit_modules)
+            modules = [] if self.config.find_unused_parameters else unit_modules(
+                self.module, self.config.unit_modules, int(self.config.min_unit_mb * MIB))
             root_params, per_module = assign_parameters(trainable, modules)
             module_params = [(m, params) for m, params in zip(modules, per_module) if params]
             plan = ([root_params] if root_params else []) + [params for _, params in module_params]

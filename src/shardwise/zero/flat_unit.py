@@ -23,7 +23,8 @@ from ..flat.layout import FlatLayout
 # Message tags (gloo), each plus the unit's index, so that ranks that disagree on what comes next
 # wait and time out with a named error instead of pairing different collectives (a size
 # mismatch aborts the process): see [Note: desynchronised forwards].
-GATHER_TAG_BASE = 1 << 16  # stage 3: gathers for a forward or backward
+GATHER_TAG_BASE = 1 << 16  # stage 3: gathers for a forward or backward (+ PHASE_TAG on odd forwards)
+PHASE_TAG = 1 << 15
 REDUCE_TAG_BASE = 2 << 16  # gradient reduce-scatters
 STATE_TAG_BASE = 3 << 16  # whole-parameter gathers: state dicts, sw.gathered
 
@@ -91,19 +92,21 @@ class FlatUnit:
         for p, start, n, shape in zip(self.params, self.layout.offsets, self.layout.numels, self.shapes):
             p.data = full[start:start + n].view(shape)
 
-    def gather(self, async_op: bool = True):
+    def gather(self, async_op: bool = True, forward: int = 0):
         """All-gather the full parameters into this unit's gather buffer (stage 3); returns the handle.
 
-        Tagged with the unit's index, so that it pairs only with the same unit's gather on the
-        other ranks (see [Note: desynchronised forwards])."""
+        Tagged with the unit's index and the parity of the forward it serves (`forward`, counted
+        alike on every rank), so that it pairs only with the same unit's gather for the same
+        forward on the other ranks (see [Note: desynchronised forwards])."""
         self.gathered = True
+        tag = GATHER_TAG_BASE + self.index + PHASE_TAG * (forward & 1)
         if self.quantized_weights:
-            work = quantized.all_gather_int8(self.full, self.shard, comm.default_group(self.group), GATHER_TAG_BASE + self.index)
+            work = quantized.all_gather_int8(self.full, self.shard, comm.default_group(self.group), tag)
             if async_op:
                 return work
             work.wait()
             return None
-        return comm.all_gather(self.full, self.shard, group=self.group, async_op=async_op, tag=GATHER_TAG_BASE + self.index)
+        return comm.all_gather(self.full, self.shard, group=self.group, async_op=async_op, tag=tag)
 
     def use_full(self, full: torch.Tensor | None = None) -> None:
         """Point every parameter at its slice of the gathered buffer (or of `full`, a buffer like it)."""

@@ -32,7 +32,10 @@ Under stage 3 a forward is a collective: every rank must run every forward and b
 the wrapped model, in the same order. A forward run by some ranks only (rank 0 evaluating)
 would pair its gathers with whatever the others do next. Each gather carries its unit's index
 as message tag (on gloo), so it can only pair with a gather of the same unit, which moves
-the same data: mismatched ranks then wait, and fail after the collective timeout with one line
+the same data, and with the parity of the forward it serves, so that a rank one forward ahead
+cannot pair its gathers with the same unit's gathers of its peers' previous forward (with a
+single root unit, as small models have, that would mix shards from before and after an
+optimizer step). Mismatched ranks then wait, and fail after the collective timeout with one line
 that says what to do (`with sw.gathered(model):`), never with silently wrong parameters. A rank
 whose peer ran one forward more at the very end would finish without noticing, so at shutdown
 (see [Note: shutdown hook]) every rank compares the number of forwards each ran.
@@ -109,7 +112,7 @@ class Stage3Schedule:
                 self.reshard(holder)  # it will be gathered again when needed
             self.slots.occupant[unit.slot] = unit
         try:
-            self.pending[unit.index] = unit.gather(async_op=True)
+            self.pending[unit.index] = unit.gather(async_op=True, forward=self.forwards)
         except CollectiveError as exc:
             self._failed(unit, exc)
         self.position[unit.index] = position

@@ -6,6 +6,15 @@ its module runs: each member of a ModuleList or Sequential that holds trainable 
 (a transformer block, a layer) is a unit, or each module of the classes the user names. The
 parameters left over, and any parameter shared between units (tied embeddings), form the root
 unit, which is gathered for the whole forward and again for the whole backward.
+
+[Note: small units]
+A unit costs three collectives a step (gather for forward, gather for backward, reduce-scatter)
+whatever its size, and on gloo each has a fixed cost of about 0.7 ms: a 0.26 MB layer moves in
+far less, so an MLP of 256-wide layers ran 2.9x PyTorch DDP's step with a unit per layer. As
+FSDP's size-based wrapping leaves small modules to their parent's unit, a member smaller than
+`min_bytes` (ZeRO's `min_unit_mb`) is not a unit of its own: its parameters join the root unit,
+gathered once for the whole forward and once for the backward. Modules of classes the user
+names are units whatever their size.
 """
 
 from __future__ import annotations
@@ -13,8 +22,12 @@ from __future__ import annotations
 from torch import nn
 
 
-def unit_modules(module: nn.Module, unit_classes: tuple = ()) -> list[nn.Module]:
-    """Modules that each become a stage-3 unit, in registration order."""
+def trainable_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * 4 for p in module.parameters() if p.requires_grad)
+
+
+def unit_modules(module: nn.Module, unit_classes: tuple = (), min_bytes: int = 0) -> list[nn.Module]:
+    """Modules that each become a stage-3 unit, in registration order ([Note: small units])."""
     found: list[nn.Module] = []
 
     def is_unit(parent: nn.Module, child: nn.Module) -> bool:
@@ -25,7 +38,8 @@ def unit_modules(module: nn.Module, unit_classes: tuple = ()) -> list[nn.Module]
     def visit(parent: nn.Module) -> None:
         for child in parent.children():
             if is_unit(parent, child) and any(p.requires_grad for p in child.parameters()):
-                found.append(child)
+                if unit_classes or trainable_bytes(child) >= min_bytes:
+                    found.append(child)  # a small member is left to the root unit, with its children
             else:
                 visit(child)
 
