@@ -89,7 +89,6 @@ def test_auto_split_follows_measured_time_where_parameter_counts_mislead():
     assert times[1] > 3 * max(times[0], times[2], times[3])
     assert balanced_bounds(layer_weights(layers), 3) == [(0, 1), (1, 3), (3, 4)]  # by parameters: busy + b
     assert balanced_bounds(times, 3) == [(0, 1), (1, 2), (2, 4)]  # by time: the busy layer alone
-    assert balanced_bounds(times, 2) == [(0, 2), (2, 4)]
 
 
 def test_timing_the_layers_leaves_training_unchanged():
