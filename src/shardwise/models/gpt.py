@@ -104,6 +104,11 @@ class Block(nn.Module):
         return hidden + self.mlp(self.mlp_norm(hidden))
 
 
+def pipeline_layer_names(n_layer: int) -> list[str]:
+    """The names of `GPT.pipeline_layers()`, from the config alone (no model built)."""
+    return ["embeddings", *(f"blocks.{i}" for i in range(n_layer)), "head"]
+
+
 class GPT(nn.Module):
     """Token + position embeddings, `n_layer` blocks, final LayerNorm, tied output head."""
 
@@ -149,8 +154,8 @@ class GPT(nn.Module):
     def pipeline_layers(self) -> list[tuple[str, nn.Module]]:
         """The forward as a chain of layers for pipeline parallelism: "embeddings" (token ids to
         hidden states), "blocks.0" ... , "head" (final norm and the tied output projection)."""
-        return [("embeddings", _Embeddings(self)), *((f"blocks.{i}", b) for i, b in enumerate(self.blocks)),
-                ("head", _Head(self))]
+        modules = [_Embeddings(self), *self.blocks, _Head(self)]
+        return list(zip(pipeline_layer_names(self.config.n_layer), modules))
 
     def example_input(self, batch: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
         """Random token ids [batch, block_size] (pipeline split="auto" times the layers on them)."""

@@ -292,17 +292,12 @@ class _Step:
     def _B(self, action: Action) -> None:
         mb, stage = action.microbatch, action.stage
         output = self.outputs.pop((mb, stage))
+        grad = None if stage == self.r.last_stage else self.grads_in.pop((mb, stage))  # the loss: none
         if self.r.split is not None:
-            grad = None if stage == self.r.last_stage else self.grads_in.pop((mb, stage))
             self.r.split.input_backward(output, grad, self.inputs.get((mb, stage)) if stage > 0 else None,
                                         self.pending[(mb, stage)])
-            if stage == 0:
-                self.inputs.pop((mb, stage), None)
-            return
-        if stage == self.r.last_stage:
-            output.backward()
         else:
-            torch.autograd.backward(output, self.grads_in.pop((mb, stage)))
+            torch.autograd.backward(output, grad)
         if stage == 0:
             self.inputs.pop((mb, stage), None)
 

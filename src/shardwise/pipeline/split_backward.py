@@ -70,12 +70,11 @@ class WeightGradients:
 
     def __init__(self, stages: list[nn.Module]):
         self.recording: list | None = None
-        self.handles = []
         self.params: list[nn.Parameter] = []
         for stage in stages:
             for module in stage.modules():
                 if _own(module) and not list(module.children()):
-                    self.handles.append(module.register_forward_hook(self._record))
+                    module.register_forward_hook(self._record)  # inert outside `forward`
             self.params += [p for p in stage.parameters() if p.requires_grad]
 
     def _record(self, module, inputs, output) -> None:

@@ -143,7 +143,8 @@ class StrategyConfig:
         return strategy
 
 
-    def _split(self):
+    def pipeline_split(self):
+        """--pp-split as `Pipeline(split=...)` takes it: None, "auto" or a tuple of layer names."""
         if self.pp_split is None or self.pp_split == "auto":
             return self.pp_split
         return tuple(name.strip() for name in self.pp_split.split(",") if name.strip())
@@ -166,7 +167,7 @@ class StrategyConfig:
         if self.precision != "fp32":
             raise ConfigError("--pp/--tp train in fp32 for now: drop --precision")
         pipeline = Pipeline(stages=self.pp, microbatches=self.microbatches or self.pp,
-                            schedule=self.schedule or "1f1b", split=self._split()) if self.pp > 1 else None
+                            schedule=self.schedule or "1f1b", split=self.pipeline_split()) if self.pp > 1 else None
         if pipeline is None and (self.microbatches is not None or self.schedule is not None or
                                  self.pp_split is not None):
             raise ConfigError("--microbatches, --schedule and --pp-split apply to pipelines: add --pp STAGES")
@@ -253,14 +254,14 @@ class TrainConfig:
             raise ConfigError(f"each replica's {self.data.global_batch // trainers} sequences do not split into "
                               f"{microbatches} equal micro-batches: give --global-batch a multiple of "
                               f"{trainers * microbatches}")
-        split = self.strategy._split() if self.strategy.pp > 1 else None
+        split = self.strategy.pipeline_split() if self.strategy.pp > 1 else None
         if isinstance(split, tuple):  # named cut points: layers of the built-in GPT, checked before any rank starts
+            from ..models.gpt import pipeline_layer_names
             from ..pipeline.schedules import make_schedule
             from ..pipeline.split import bounds_at
 
-            names = ["embeddings", *(f"blocks.{i}" for i in range(self.model.n_layer)), "head"]
             stages = make_schedule(self.strategy.schedule or "1f1b", self.strategy.pp, microbatches).stages
-            bounds_at(names, list(split), stages)
+            bounds_at(pipeline_layer_names(self.model.n_layer), list(split), stages)
         if self.checkpointing.save_every is not None and not strategy.steps_together:
             raise ConfigError(f"--save-every does not apply to {strategy}: its workers share no step to checkpoint "
                               "at; use --mode sync to save checkpoints")
