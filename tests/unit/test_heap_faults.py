@@ -30,7 +30,9 @@ print(kept, sum(counts[4:]))  # the last sixteen steps
 
 
 def _faults_in_last_steps(malloc: str) -> tuple[str, int]:
-    env = {**os.environ, "SHARDWISE_MALLOC": malloc}
+    # glibc's default mmap threshold, fixed: left dynamic, glibc raises it as blocks are freed and
+    # what the default faults in depends on the heap's history (7,000-47,000 over sixteen steps)
+    env = {**os.environ, "SHARDWISE_MALLOC": malloc, "MALLOC_MMAP_THRESHOLD_": "131072"}
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60, check=True)
     kept, faults = out.stdout.split()
     return kept, int(faults)
@@ -39,6 +41,6 @@ def _faults_in_last_steps(malloc: str) -> tuple[str, int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and minor-fault counts are Linux's")
 def test_kept_memory_is_reused_without_page_faults():
     kept, faults = _faults_in_last_steps("keep")
-    assert kept == "True" and faults < 3000  # steady state: next to nothing faulted in (measured 0-1,300)
+    assert kept == "True" and faults < 3000  # steady state: next to nothing faulted in (measured 0-260)
     kept, faults = _faults_in_last_steps("system")
-    assert kept == "False" and faults > 10000  # glibc's defaults: 20,000-90,000 (gradients, Adam's temporaries)
+    assert kept == "False" and faults > 30000  # every gradient and Adam temporary faulted in anew (measured 112,000-115,000)
