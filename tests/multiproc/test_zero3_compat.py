@@ -87,7 +87,7 @@ def _reference(spec: dict) -> dict:
 
 def _train_zero3(spec: dict) -> dict:
     torch.set_num_threads(1)
-    model = _build(spec)
+    model = stack = _build(spec)
     if spec.get("compile") == "before":
         model = torch.compile(model, backend=spec["backend"])
     model, optimizer = sw.wrap(model, _optimizer, strategy=sw.ZeRO(stage=3, prefetch=spec.get("prefetch", 1), min_unit_mb=0))
@@ -96,6 +96,10 @@ def _train_zero3(spec: dict) -> dict:
     rank, world = sw.rank(), sw.world_size()
     for step in range(STEPS):
         x, y = _batch(step)
+        if "probe" in spec:  # a forward with gradients on that no backward follows, in another order
+            order, stack.order = stack.order, spec["probe"]
+            model(x[rank::world].contiguous())
+            stack.order = order
         F.mse_loss(model(x[rank::world].contiguous()), y[rank::world].contiguous()).backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -133,7 +137,8 @@ REUSED = [0, 1, 2, 3, 0]
 @pytest.mark.timeout(150)
 def test_reuse_checkpointing_and_compile_train_with_parity():
     """Blocks reused far apart (0,1,2,3,0) at the default prefetch; checkpointed blocks (both
-    kinds, and reused); torch.compile before and after wrap (aot_eager: autograd traced, as inductor)."""
+    kinds, and reused); torch.compile before and after wrap (aot_eager: autograd traced, as inductor);
+    forwards that no backward follows, in orders other than the training forward's."""
     specs = [
         {"order": REUSED},
         {"order": REUSED, "prefetch": 0},
@@ -145,6 +150,8 @@ def test_reuse_checkpointing_and_compile_train_with_parity():
         {"compile": "before", "backend": "aot_eager"},
         {"compile": "after", "backend": "aot_eager"},
         {"compile": "after", "backend": "aot_eager", "order": REUSED, "checkpointed": "non-reentrant"},
+        {"probe": [0, 1, 2, 3, 0, 1]},  # units kept for a backward that never comes, then a longer forward
+        {"probe": [0, 1], "order": REUSED},
     ]
     per_rank = sw.launch(_train_all, N, args=(specs,), timeout_s=140)
     assert _mismatches(specs, per_rank) == []

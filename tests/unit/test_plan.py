@@ -24,6 +24,9 @@ def test_fp32_adam_matches_the_strategy_formulas(n):
     ring = (n - 1) / n * 4 * psi
     assert comm_bytes_per_step(psi, "ddp", n, "fp32") == comm_bytes_per_step(psi, "zero2", n, "fp32") == 2 * ring
     assert comm_bytes_per_step(psi, "zero3", n, "fp32") == 3 * ring
+    # stage 3's second gather skips what its forward leaves gathered; the others gather once
+    assert comm_bytes_per_step(psi, "zero3", n, "fp32", kept=psi / 4) == pytest.approx(3 * ring - ring / 4)
+    assert comm_bytes_per_step(psi, "zero2", n, "fp32", kept=psi / 4) == 2 * ring
 
 
 def test_offload_moves_optimizer_state_to_the_cpu():

@@ -4,7 +4,7 @@ from torch import nn
 from shardwise.errors import ConfigError
 from shardwise.models import GPT, MLP, GPTConfig
 from shardwise.zero import ZeRO
-from shardwise.zero.units import assign_parameters, unit_modules
+from shardwise.zero.units import assign_parameters, kept_for_backward, unit_modules
 
 
 def test_gpt_units_are_blocks_and_tied_embedding_goes_to_root():
@@ -57,3 +57,15 @@ def test_named_unit_classes():
 def test_config_validation(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         ZeRO(**kwargs)
+
+
+def test_kept_for_backward_is_the_root_and_the_last_unit():
+    # [Note: kept for backward]: what stage 3 gathers once for forward and backward
+    big = MLP(d_in=1024, width=1024, depth=3, d_out=10)  # units: 2 x Linear(1024, 1024); the small head: root
+    units = unit_modules(big, min_bytes=2 << 20)
+    root, per_unit = assign_parameters(list(big.parameters()), units)
+    expected = sum(p.numel() for p in root) + sum(p.numel() for p in per_unit[-1])
+    assert kept_for_backward(big, min_bytes=2 << 20) == expected == (1024 * 10 + 10) + (1024 * 1024 + 1024)
+    small = MLP(width=256, depth=8)  # everything in the root unit: gathered once a step
+    assert ZeRO(stage=3).kept_for_backward(small) == sum(p.numel() for p in small.parameters())
+    assert ZeRO(stage=2).kept_for_backward(small) == 0

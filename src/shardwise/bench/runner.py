@@ -24,7 +24,7 @@ from .cases import DISTINCT_BATCHES, ModelCase, parameter_count
 from .config import BenchConfig
 from .memory import peak_rss_bytes, split_model_states
 from .timing import PhaseClock, interleaved_timing
-from .variants import buffer_bytes, build_variant, full_state, is_shardwise, max_abs_difference
+from .variants import buffer_bytes, build_variant, full_state, is_shardwise, kept_for_backward, max_abs_difference
 
 PHASES = ("forward", "backward", "step")  # "step": optimizer.step() + zero_grad()
 
@@ -112,6 +112,7 @@ def measure_on_rank(case: ModelCase, names: tuple[str, ...], steps: int, warmup:
         bar.close()
     return {
         "psi": parameter_count(initial),
+        "kept": {name: kept_for_backward(name, initial) for name in names},
         "seconds": seconds,
         "phases": {name: r.clock.last(steps) for name, r in recorders.items()},
         "losses": {name: [loss.item() for loss in r.losses] for name, r in recorders.items()},

@@ -12,10 +12,11 @@ PARAM_ATOL = 1e-5  # same start, same data, same averaging: only summation order
 LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6  # docs/api.md's parity tolerances, applied to the final loss
 
 
-def predict(name: str, psi: int, world_size: int) -> dict | None:
+def predict(name: str, psi: int, world_size: int, kept: int = 0) -> dict | None:
     """The planner's fp32-Adam model states and ring bytes per step for a shardwise configuration
     ([Note: ZeRO memory formulas] in plan/formulas.py); None for PyTorch's. Stage 3's gather and
-    gradient buffers are not model states in ZeRO's sense: compare against measured minus them."""
+    gradient buffers are not model states in ZeRO's sense: compare against measured minus them.
+    `kept`: parameter elements stage 3 gathers once for forward and backward."""
     if name not in SHARDWISE_CONFIGS:
         return None
     states = model_states(psi, name, world_size, precision="fp32", optimizer="adam")
@@ -24,7 +25,7 @@ def predict(name: str, psi: int, world_size: int) -> dict | None:
         "grads": states.grads,
         "optimizer": states.optimizer,
         "total": states.total,
-        "comm_bytes_per_step": comm_bytes_per_step(psi, name, world_size, precision="fp32"),
+        "comm_bytes_per_step": comm_bytes_per_step(psi, name, world_size, precision="fp32", kept=kept),
     }
 
 
@@ -61,7 +62,7 @@ def summarize_configs(per_rank: list[dict], names: tuple[str, ...], baseline: st
             "loss_abs_diff": abs(losses[-1] - baseline_loss),
             "max_abs_param_diff": max(r["param_diff"][name] for r in per_rank),
             "comm_bytes_per_step": None,
-            "predicted": predict(name, psi, world_size),
+            "predicted": predict(name, psi, world_size, per_rank[0].get("kept", {}).get(name, 0)),
             "minor_faults_per_step": faults_per_step([r["faults"][name] for r in per_rank]) if "faults" in per_rank[0] else None,
         }
         if name in per_rank[0]["comm"]:

@@ -20,7 +20,7 @@ from torch.distributed.tensor import DTensor
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from ..api import wrap
+from ..api import resolve_strategy, wrap
 from ..compress.powersgd import PowerSGD
 from ..ddp import DDP
 from ..strategy.module import strategy_module
@@ -83,6 +83,13 @@ def build_variant(name: str, initial: nn.Module, case: ModelCase, mesh) -> tuple
     if is_shardwise(name):
         return wrap(module, case.optimizer(module), strategy=name)
     raise ValueError(f"unknown configuration {name!r}")
+
+
+def kept_for_backward(name: str, initial: nn.Module) -> int:
+    """Parameter elements the configuration gathers once for forward and backward (stage 3)."""
+    if not is_shardwise(name) or name in SHARDWISE_COMPRESSED:
+        return 0
+    return resolve_strategy(name).kept_for_backward(initial)
 
 
 def full_state(name: str, model: nn.Module) -> dict[str, torch.Tensor]:

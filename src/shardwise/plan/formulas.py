@@ -12,6 +12,9 @@ The planner reads which of the three a strategy splits, and how it moves them, f
 `PlanTraits` (strategy/base.py): `shards_params`/`shards_grads`/`shards_optimizer` divide P, G
 and K by N; gradients meet in an all-reduce (2(N-1)/N·Ψ elements of G bytes) or a reduce-scatter
 ((N-1)/N·Ψ), and each of `parameter_gathers` all-gathers adds (N-1)/N·Ψ elements of P bytes.
+Stage 3 keeps the units its forward ends with (root and last) gathered for backward, so its
+second gather moves Ψ - kept elements (`kept`: `ZeRO.kept_for_backward(module)`; 0 when the
+model's units are not known, the formula's upper bound).
 P = G = `vocab.bytes_per_value(precision)`: 4 in fp32 (no master copy); 2 in the 16-bit kinds
 (mixed, bf16, fp16), which keep a 4-byte fp32 master counted in K ([Note: precisions]).
 """
@@ -108,21 +111,25 @@ def _reduce_passes(traits: PlanTraits) -> int:
     return 2 if traits.reduces_by_all_reduce else 1
 
 
-def comm_elements_per_step(psi: float, strategy, world_size: int) -> float:
+def _gathered_elements(psi: float, traits: PlanTraits, kept: float) -> float:
+    """Parameter elements all-gathered per step: the second gather skips what stays gathered."""
+    return traits.parameter_gathers * psi - (kept if traits.parameter_gathers > 1 else 0)
+
+
+def comm_elements_per_step(psi: float, strategy, world_size: int, kept: float = 0) -> float:
     """Ring wire volume per device per step, in parameter elements."""
     traits = plan_traits(strategy)
     n = world_size
-    factor = _reduce_passes(traits) + traits.parameter_gathers
-    return factor * (n - 1) / n * psi
+    return (n - 1) / n * (_reduce_passes(traits) * psi + _gathered_elements(psi, traits, kept))
 
 
-def comm_bytes_per_step(psi: float, strategy, world_size: int, precision: str = "fp32") -> float:
-    """Bytes: gradients reduce in the gradient dtype, parameters gather in the parameter dtype."""
+def comm_bytes_per_step(psi: float, strategy, world_size: int, precision: str = "fp32", kept: float = 0) -> float:
+    """Bytes: gradients reduce in the gradient dtype, parameters gather in the parameter dtype;
+    `kept`: parameter elements gathered once for forward and backward (see the module's note)."""
     traits = plan_traits(strategy)
     p = precision_bytes(precision)
-    n = world_size
-    ring = (n - 1) / n * psi
-    return _reduce_passes(traits) * ring * p.grad_bytes + traits.parameter_gathers * ring * p.param_bytes
+    ring = (world_size - 1) / world_size
+    return ring * (_reduce_passes(traits) * psi * p.grad_bytes + _gathered_elements(psi, traits, kept) * p.param_bytes)
 
 
 def activation_bytes(layers: int, hidden: int, heads: int, seq_len: int, micro_batch: int,

@@ -20,7 +20,8 @@ A strategy is a frozen dataclass of its options (`DDP()`, `ZeRO(stage=2)`,
   (pipeline and tensor parallelism); `batch_slices(world_size)`: into how many slices the
   global batch is cut (data-parallel replicas; all ranks of one replica feed the same slice).
 - `planner()`: what `shardwise plan` needs to predict memory and traffic (`PlanTraits`), or
-  None where the planner does not model the strategy.
+  None where the planner does not model the strategy; `kept_for_backward(module)`: for a given
+  model, the parameter elements its second gather skips (ZeRO-3's root and last unit; 0).
 The wrapped model then answers everything asked after wrap: `no_sync()`, the model-state bytes
 and the pieces each rank saves and loads (`StrategyModule.state`). Nothing outside a strategy's
 own package reads more than these two declarations; the registry (`shardwise.api`) names them.
@@ -92,6 +93,8 @@ class Strategy(Protocol):
 
     def planner(self) -> PlanTraits | None: ...
 
+    def kept_for_backward(self, module: nn.Module) -> int: ...
+
 
 class StrategyDefaults:
     """The answers of a strategy where every rank trains, in step, in fp32 or under bf16
@@ -120,6 +123,11 @@ class StrategyDefaults:
 
     def planner(self) -> PlanTraits | None:
         return None
+
+    def kept_for_backward(self, module: nn.Module) -> int:
+        """Parameter elements gathered once for both forward and backward where the planner counts
+        two gathers (`PlanTraits.parameter_gathers`); 0: none."""
+        return 0
 
     def with_options(self, **options):
         """A copy with the given option fields changed (dataclasses.replace, validated again)."""

@@ -9,7 +9,8 @@ import torch
 from ..checks import positive_number
 from ..errors import ConfigError
 from ..strategy.base import PlanTraits, StrategyDefaults
-from ..vocab import as_dtype, check_precision
+from ..vocab import MIB, as_dtype, check_precision
+from .units import kept_for_backward
 
 @dataclass(frozen=True)
 class ZeRO(StrategyDefaults):
@@ -83,6 +84,13 @@ class ZeRO(StrategyDefaults):
     def planner(self) -> PlanTraits:
         return PlanTraits(shards_params=self.stage >= 3, shards_grads=self.stage >= 2, shards_optimizer=True,
                           reduces_by_all_reduce=False, parameter_gathers=2 if self.stage == 3 else 1)
+
+    def kept_for_backward(self, module: torch.nn.Module) -> int:
+        """Parameter elements that stage 3 gathers once for both forward and backward of `module`
+        (its root unit and last unit, [Note: kept for backward]); 0 for stages 1-2."""
+        if self.stage < 3:
+            return 0
+        return kept_for_backward(module, self.unit_modules, int(self.min_unit_mb * MIB), self.find_unused_parameters)
 
     def wrap(self, module, optimizer, group=None):
         from .module import ZeroModule

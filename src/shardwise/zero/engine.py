@@ -28,12 +28,14 @@ otherwise gather different units.
 from __future__ import annotations
 
 import collections
+import contextlib
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from .. import comm
+from ..comm.collectives import CollectiveError
 from ..errors import ConfigError
 from ..flat.buckets import plan_buckets
 from ..strategy.backward import EndOfBackward, missing_gradient_error
@@ -45,7 +47,7 @@ from .buffers import BufferPool, GatherSlots
 from .flat_unit import STATE_TAG_BASE, FlatUnit
 from .grad_view import ShardGrads, ShardGradView
 from .scaler import DynamicLossScaler
-from .units import assign_parameters, unit_modules
+from .units import stage3_units
 
 
 
@@ -84,6 +86,7 @@ class ZeroEngine:
         self._inflight: collections.deque[FlatUnit] = collections.deque()
         self._reduced: set[int] = set()
         self.on_unit_grads_done = None  # stage 3: reshard a unit once its gradients are taken
+        self.on_reduce_failed = None  # stage 3: (unit, CollectiveError) -> raise what to do
         self.on_backward_end = None
         # Per-parameter state, parameters numbered in unit order (see [Note: gradient views]).
         self.trainable = [p for u in self.units for p in u.params]
@@ -107,11 +110,8 @@ class ZeroEngine:
             plan = [[backward_order[i] for i in indices] for indices in plan_buckets(sizes, int(self.config.bucket_mb * MIB))]
             root_params, module_params = [], []
         else:
-            # find_unused: every parameter in the root unit, see [Note: unused parameters].
-            modules = [] if self.config.find_unused_parameters else unit_modules(
-                self.module, self.config.unit_modules, int(self.config.min_unit_mb * MIB))
-            root_params, per_module = assign_parameters(trainable, modules)
-            module_params = [(m, params) for m, params in zip(modules, per_module) if params]
+            root_params, module_params = stage3_units(self.module, trainable, self.config.unit_modules,
+                                                      int(self.config.min_unit_mb * MIB), self.config.find_unused_parameters)
             plan = ([root_params] if root_params else []) + [params for _, params in module_params]
         largest = max(FlatLayout(tuple(p.numel() for p in params), self.world_size).padded_total for params in plan)
         # See [Note: buffer reuse]: every stage reuses its gradient and scratch buffers (reported
@@ -172,10 +172,20 @@ class ZeroEngine:
         return hook
 
     def _start_reduce(self, unit: FlatUnit) -> None:
-        unit.start_reduce()
+        with self._reducing(unit):
+            unit.start_reduce()
         self._inflight.append(unit)
         while len(self._inflight) > self.config.max_inflight:
             self._finish_oldest()
+
+    @contextlib.contextmanager
+    def _reducing(self, unit: FlatUnit):
+        try:
+            yield
+        except CollectiveError as exc:
+            if self.on_reduce_failed is None:
+                raise
+            self.on_reduce_failed(unit, exc)
 
     def _launch_in_order(self, final: bool) -> None:
         """find_unused: launch units in index order while complete (all of them when `final`)."""
@@ -190,7 +200,8 @@ class ZeroEngine:
 
     def _finish_oldest(self) -> None:
         unit = self._inflight.popleft()
-        unit.finish_reduce(keep_full=self.stage == 1)
+        with self._reducing(unit):
+            unit.finish_reduce(keep_full=self.stage == 1)
         self._reduced.add(unit.index)
 
     def _finish_backward(self) -> None:

@@ -20,6 +20,16 @@ first), so a holder gathered for a later use has finished that use's backward an
 to be gathered again before its earlier use's backward. Activation checkpointing reruns a
 unit's forward inside backward: the hooks then only make sure the unit is gathered.
 
+[Note: kept for backward]
+Backward starts with the units the forward ended with: the root unit and the last use of the
+forward's sequence (as the previous forward ran it). Freeing them after forward only to gather
+them again at once would cost a gather each that nothing can overlap (the loss is all there is
+between), so they stay gathered, as FSDP keeps its root unit (reshard_after_forward=False).
+The peak is unchanged: backward's start holds them beside every saved activation anyway. A
+forward under no_grad frees them as before; one that no backward follows leaves them to the
+next forward, which frees them first, so no gather outlives a step it was not made for (the
+backward's end frees every unit before the optimizer step).
+
 [Note: stage 3 and torch.compile]
 The hooks move parameters between buffers (`p.data = ...`) and communicate; traced by dynamo,
 `p.data` assignments become in-place ops on graph inputs that bump the parameters' version
@@ -36,7 +46,8 @@ the same data, and with the parity of the forward it serves, so that a rank one 
 cannot pair its gathers with the same unit's gathers of its peers' previous forward (with a
 single root unit, as small models have, that would mix shards from before and after an
 optimizer step). Mismatched ranks then wait, and fail after the collective timeout with one line
-that says what to do (`with sw.gathered(model):`), never with silently wrong parameters. A rank
+that says what to do (`with sw.gathered(model):`), never with silently wrong parameters; a rank
+left waiting in a gradient reduce-scatter fails with the same line. A rank
 whose peer ran one forward more at the very end would finish without noticing, so at shutdown
 (see [Note: shutdown hook]) every rank compares the number of forwards each ran.
 
@@ -85,6 +96,7 @@ class Stage3Schedule:
         self.summoned = False  # inside gathered(): parameters whole, hooks stand aside
         self._cursor = 1 << 30
         self.forwards = 0  # forwards run through the hooks; equal on every rank of a correct job
+        self.kept: list[FlatUnit] = []  # gathered at the end of forward for the backward that follows
         self.failed = False  # a gather failed here: this rank has reported it already
         shutdown.on_shutdown(self.check_forwards_agree)
         self._handles = []
@@ -93,6 +105,7 @@ class Stage3Schedule:
             self._handles.append(module.register_forward_hook(self._make_post_forward(unit)))
         engine.on_unit_grads_done = self.reshard
         engine.on_backward_end = self.reshard_all
+        engine.on_reduce_failed = self._reduce_failed
 
     # --- gathering ---------------------------------------------------------------------------
 
@@ -106,6 +119,7 @@ class Stage3Schedule:
                 if prefetch:
                     return
                 done_with = backward and self.position.get(holder.index, -1) > position  # see [Note: stage 3 schedule]
+                done_with = done_with or (not backward and holder in self.kept)  # this forward ran longer than the last
                 if holder.in_use and not done_with:
                     raise ConfigError(f"stage 3: unit {unit.index} needs gather slot {unit.slot}, held by unit "
                                       f"{holder.index} which is still in use; run with a larger ZeRO(prefetch=...)")
@@ -147,6 +161,11 @@ class Stage3Schedule:
         unit.gathered = False
         self.failed = True
         raise ConfigError(f"ZeRO-3 could not gather the parameters of unit {unit.index}: {DESYNC_HINT} "
+                          f"({str(exc).splitlines()[0]})") from exc
+
+    def _reduce_failed(self, unit: FlatUnit, exc: CollectiveError):
+        self.failed = True
+        raise ConfigError(f"ZeRO-3 could not reduce the gradients of unit {unit.index}: {DESYNC_HINT} "
                           f"({str(exc).splitlines()[0]})") from exc
 
     def reshard(self, unit: FlatUnit) -> None:
@@ -205,10 +224,22 @@ class Stage3Schedule:
         def hook(module, args, output):
             if self.summoned or in_backward():
                 return
-            self.reshard(unit)
-            self.register_pre_backward(output, unit, len(self._this_forward) - 1, self._this_forward)
+            position = len(self._this_forward) - 1
+            sequence = self.last_sequence
+            last_use = position == len(sequence) - 1 and sequence[position] is unit
+            self.keep_or_reshard(unit, output, last_use)
+            self.register_pre_backward(output, unit, position, self._this_forward)
 
         return hook
+
+    def keep_or_reshard(self, unit: FlatUnit, output, keep: bool) -> None:
+        """End of a unit's forward use: free it, unless it is the last of the forward and backward
+        will need it first (see [Note: kept for backward])."""
+        if keep and torch.is_grad_enabled() and any(t.requires_grad for t in tree_flatten(output)[0]
+                                                    if isinstance(t, torch.Tensor)):
+            self.kept.append(unit)
+        else:
+            self.reshard(unit)
 
     def register_pre_backward(self, output, unit: FlatUnit, position: int, sequence: list[FlatUnit]) -> None:
         if not torch.is_grad_enabled():
@@ -235,6 +266,8 @@ class Stage3Schedule:
         self._this_forward = []
         self._cursor = 1 << 30  # the lowest use position backward has reached
         self.forwards += 1
+        while self.kept:  # a forward that no backward followed
+            self.reshard(self.kept.pop())
         root = self.engine.root_unit
         if root is not None:
             self.ensure_gathered(root, len(self.last_sequence) + 1)
@@ -250,7 +283,7 @@ class Stage3Schedule:
             self.last_sequence = self._this_forward  # later forwards prefetch in this order
         root = self.engine.root_unit
         if root is not None:
-            self.reshard(root)
+            self.keep_or_reshard(root, output, keep=True)
             self.register_pre_backward(output, root, len(self._this_forward), self._this_forward)
 
     def check_forwards_agree(self) -> None:

@@ -65,3 +65,21 @@ def assign_parameters(trainable: list[nn.Parameter], modules: list[nn.Module]) -
         else:
             root.append(p)
     return root, per_unit
+
+
+def stage3_units(module: nn.Module, trainable: list[nn.Parameter], unit_classes: tuple = (), min_bytes: int = 0,
+                 find_unused: bool = False) -> tuple[list, list[tuple[nn.Module, list]]]:
+    """Stage 3's (root parameters, [(unit module, its parameters)]); under find_unused every
+    parameter is the root's, see [Note: unused parameters]."""
+    modules = [] if find_unused else unit_modules(module, unit_classes, min_bytes)
+    root, per_module = assign_parameters(trainable, modules)
+    return root, [(m, params) for m, params in zip(modules, per_module) if params]
+
+
+def kept_for_backward(module: nn.Module, unit_classes: tuple = (), min_bytes: int = 0, find_unused: bool = False) -> int:
+    """Parameter elements a stage-3 forward leaves gathered for backward: the root unit and the
+    last unit in registration order, the forward's last where modules run in that order
+    ([Note: kept for backward] in stage3.py)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    root, units = stage3_units(module, trainable, unit_classes, min_bytes, find_unused)
+    return sum(p.numel() for p in root) + (sum(p.numel() for p in units[-1][1]) if units else 0)
