@@ -3,12 +3,29 @@ are those the planner models (`modelled_strategies`: the registry's with `PlanTr
 
 from __future__ import annotations
 
+import torch
+
+from ..api import resolve_strategy
+from ..models.gpt import GPT, GPTConfig
 from ..vocab import bytes_per_value
 from .formulas import activation_bytes, comm_bytes_per_step, model_states, modelled_strategies, plan_traits
 from .model_spec import ModelSpec
 from .timing import Cluster, flops_per_token, step_time
 
 DEFAULT_SEQ_LEN = 2048
+
+
+def kept_for_backward(model: ModelSpec, strategy: str) -> int:
+    """Parameter elements the strategy gathers once for forward and backward (ZeRO-3's root and
+    last unit, [Note: kept for backward]) on a GPT of this shape, built on the meta device (no
+    memory; for other architectures of that shape, an estimate); 0 where the shape is not known
+    or no such GPT exists: the formula's upper bound."""
+    if not model.has_shape or model.vocab is None or model.hidden % model.heads:
+        return 0
+    with torch.device("meta"):
+        gpt = GPT(GPTConfig(vocab_size=model.vocab, block_size=model.seq_len, n_layer=model.layers,
+                            n_head=model.heads, n_embd=model.hidden))
+    return resolve_strategy(strategy).kept_for_backward(gpt)
 
 
 def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed", optimizer: str = "adam",
@@ -24,12 +41,13 @@ def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed"
     for n in world_sizes:
         cluster = Cluster(n, device_flops, mfu, bandwidth, device_memory)
         for name, traits in strategies:
+            kept = kept_for_backward(model, name)
             states = model_states(model.params, traits, n, precision, optimizer, offload)
             row = {
                 "strategy": name, "world_size": n,
                 "model_state_bytes": states.total, "params_bytes": states.params, "grads_bytes": states.grads,
                 "optimizer_bytes": states.optimizer, "cpu_offload_bytes": states.cpu,
-                "comm_bytes_per_step": comm_bytes_per_step(model.params, traits, n, precision),
+                "comm_bytes_per_step": comm_bytes_per_step(model.params, traits, n, precision, kept),
                 "tokens_per_device": tokens,
             }
             variants = [("", False)]
@@ -38,7 +56,7 @@ def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed"
             for suffix, recompute in variants:
                 acts = (activation_bytes(model.layers, model.hidden, model.heads, model.seq_len, micro_batch, recompute, act_bytes)
                         if model.has_shape else 0.0)
-                timing = step_time(model, traits, cluster, tokens, precision, recompute)
+                timing = step_time(model, traits, cluster, tokens, precision, recompute, kept)
                 if model.has_shape:
                     row[f"activation_bytes{suffix}"] = acts
                 row[f"fits{suffix}"] = states.total + acts <= device_memory

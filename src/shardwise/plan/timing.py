@@ -51,8 +51,9 @@ class StepTime:
 
 
 def step_time(model: ModelSpec, strategy, cluster: Cluster, tokens_per_device: float,
-              precision: str = "mixed", checkpointing: bool = False) -> StepTime:
-    """`strategy`: a registry name, a strategy object or its PlanTraits (see `comm_bytes_per_step`)."""
+              precision: str = "mixed", checkpointing: bool = False, kept: float = 0) -> StepTime:
+    """`strategy`: a registry name, a strategy object or its PlanTraits (see `comm_bytes_per_step`,
+    also for `kept`)."""
     compute = flops_per_token(model, checkpointing) * tokens_per_device / (cluster.device_flops * cluster.mfu)
-    comm = comm_bytes_per_step(model.params, strategy, cluster.world_size, precision) / cluster.bandwidth
+    comm = comm_bytes_per_step(model.params, strategy, cluster.world_size, precision, kept) / cluster.bandwidth
     return StepTime(compute, comm if cluster.world_size > 1 else 0.0)
