@@ -10,7 +10,8 @@ flight, the oldest finished first (which adds this rank's averaged chunk into it
 shard and, in stages 2-3, frees the buffer). The end-of-backward callback finishes the rest.
 Inside `no_sync()` gradients only accumulate in the buffers. Per step, stages 1-2 move a
 reduce-scatter and an all-gather of Ψ elements (2(N-1)/N·Ψ, as DDP's all-reduce); stage 3 adds
-a second all-gather (3(N-1)/N·Ψ), ZeRO §7.
+a second all-gather (3(N-1)/N·Ψ, ZeRO §7), less the units kept gathered from forward into
+backward (see [Note: kept for backward] in stage3.py).
 
 [Note: unused parameters]
 With `find_unused_parameters=True` (PyTorch DDP's switch) a parameter may get no gradient on
