@@ -90,7 +90,8 @@ def _train_zero3(spec: dict) -> dict:
     model = stack = _build(spec)
     if spec.get("compile") == "before":
         model = torch.compile(model, backend=spec["backend"])
-    model, optimizer = sw.wrap(model, _optimizer, strategy=sw.ZeRO(stage=3, prefetch=spec.get("prefetch", 1), min_unit_mb=0))
+    model, optimizer = sw.wrap(model, _optimizer, strategy=sw.ZeRO(stage=3, prefetch=spec.get("prefetch", 1), min_unit_mb=0,
+                                                                    keep_for_backward=spec.get("keep", True)))
     if spec.get("compile") == "after":
         model = torch.compile(model, backend=spec["backend"])
     rank, world = sw.rank(), sw.world_size()
@@ -101,6 +102,11 @@ def _train_zero3(spec: dict) -> dict:
             model(x[rank::world].contiguous())
             stack.order = order
         F.mse_loss(model(x[rank::world].contiguous()), y[rank::world].contiguous()).backward()
+        if "short_eval" in spec:  # prefetches a unit it never uses, just before the parameters change
+            order, stack.order = stack.order, spec["short_eval"]
+            with torch.no_grad():
+                model(x[rank::world].contiguous())
+            stack.order = order
         optimizer.step()
         optimizer.zero_grad()
     return {k.replace("_orig_mod.", ""): v for k, v in sw.full_state_dict(model).items()}
@@ -152,6 +158,8 @@ def test_reuse_checkpointing_and_compile_train_with_parity():
         {"compile": "after", "backend": "aot_eager", "order": REUSED, "checkpointed": "non-reentrant"},
         {"probe": [0, 1, 2, 3, 0, 1]},  # units kept for a backward that never comes, then a longer forward
         {"probe": [0, 1], "order": REUSED},
+        {"short_eval": [0]},  # block 1, prefetched before the step, must not run on its old parameters
+        {"short_eval": [0], "probe": [0, 1, 2, 3, 0, 1], "keep": False},
     ]
     per_rank = sw.launch(_train_all, N, args=(specs,), timeout_s=140)
     assert _mismatches(specs, per_rank) == []

@@ -20,12 +20,14 @@ def kept_for_backward(model: ModelSpec, strategy: str) -> int:
     last unit, [Note: kept for backward]) on a GPT of this shape, built on the meta device (no
     memory; for other architectures of that shape, an estimate); 0 where the shape is not known
     or no such GPT exists: the formula's upper bound."""
-    if not model.has_shape or model.vocab is None or model.hidden % model.heads:
+    resolved = resolve_strategy(strategy)
+    if not model.has_shape or model.vocab is None or model.hidden % model.heads or resolved.planner() is None \
+            or resolved.planner().parameter_gathers < 2:
         return 0
     with torch.device("meta"):
         gpt = GPT(GPTConfig(vocab_size=model.vocab, block_size=model.seq_len, n_layer=model.layers,
                             n_head=model.heads, n_embd=model.hidden))
-    return resolve_strategy(strategy).kept_for_backward(gpt)
+    return min(resolved.kept_for_backward(gpt), int(model.params))
 
 
 def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed", optimizer: str = "adam",
@@ -37,17 +39,17 @@ def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed"
     rows = []
     act_bytes = bytes_per_value(precision)
     strategies = [(name, plan_traits(name)) for name in modelled_strategies()]
+    kept = {name: kept_for_backward(model, name) for name, _ in strategies}
     tokens = micro_batch * (model.seq_len or DEFAULT_SEQ_LEN)
     for n in world_sizes:
         cluster = Cluster(n, device_flops, mfu, bandwidth, device_memory)
         for name, traits in strategies:
-            kept = kept_for_backward(model, name)
             states = model_states(model.params, traits, n, precision, optimizer, offload)
             row = {
                 "strategy": name, "world_size": n,
                 "model_state_bytes": states.total, "params_bytes": states.params, "grads_bytes": states.grads,
                 "optimizer_bytes": states.optimizer, "cpu_offload_bytes": states.cpu,
-                "comm_bytes_per_step": comm_bytes_per_step(model.params, traits, n, precision, kept),
+                "comm_bytes_per_step": comm_bytes_per_step(model.params, traits, n, precision, kept[name]),
                 "tokens_per_device": tokens,
             }
             variants = [("", False)]
@@ -56,7 +58,7 @@ def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed"
             for suffix, recompute in variants:
                 acts = (activation_bytes(model.layers, model.hidden, model.heads, model.seq_len, micro_batch, recompute, act_bytes)
                         if model.has_shape else 0.0)
-                timing = step_time(model, traits, cluster, tokens, precision, recompute, kept)
+                timing = step_time(model, traits, cluster, tokens, precision, recompute, kept[name])
                 if model.has_shape:
                     row[f"activation_bytes{suffix}"] = acts
                 row[f"fits{suffix}"] = states.total + acts <= device_memory

@@ -35,6 +35,10 @@ class ZeRO(StrategyDefaults):
     """Stage 3: a ModuleList/Sequential member with fewer MiB of (fp32) trainable parameters is
     not a unit of its own but part of the root unit, gathered once per forward and once per
     backward ([Note: small units]); 0: every member is a unit."""
+    keep_for_backward: bool = True
+    """Stage 3: the root unit and the forward's last unit stay gathered from forward into the
+    backward that starts with them ([Note: kept for backward]); False: freed after forward and
+    gathered again, one more gather each, less memory between forward and backward."""
     max_inflight: int = 1
     """Reduce-scatters in flight before the oldest is awaited (bounds gradient memory)."""
     find_unused_parameters: bool = False
@@ -88,7 +92,7 @@ class ZeRO(StrategyDefaults):
     def kept_for_backward(self, module: torch.nn.Module) -> int:
         """Parameter elements that stage 3 gathers once for both forward and backward of `module`
         (its root unit and last unit, [Note: kept for backward]); 0 for stages 1-2."""
-        if self.stage < 3:
+        if self.stage < 3 or not self.keep_for_backward:
             return 0
         return kept_for_backward(module, self.unit_modules, int(self.min_unit_mb * MIB), self.find_unused_parameters)
 

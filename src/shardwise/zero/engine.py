@@ -88,6 +88,7 @@ class ZeroEngine:
         self._reduced: set[int] = set()
         self.on_unit_grads_done = None  # stage 3: reshard a unit once its gradients are taken
         self.on_reduce_failed = None  # stage 3: (unit, CollectiveError) -> raise what to do
+        self.on_step = None  # stage 3: free gathered parameters, stale once the optimizer has stepped
         self.on_backward_end = None
         # Per-parameter state, parameters numbered in unit order (see [Note: gradient views]).
         self.trainable = [p for u in self.units for p in u.params]
@@ -299,6 +300,8 @@ class ZeroEngine:
 
     def after_step(self) -> None:
         """Compute shards follow the masters; stages 1-2 gather the updated parameters."""
+        if self.on_step is not None:
+            self.on_step()
         for unit in self.units:
             unit.refresh_from_master()
         if self.stage < 3:

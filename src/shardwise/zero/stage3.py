@@ -25,10 +25,12 @@ Backward starts with the units the forward ended with: the root unit and the las
 forward's sequence (as the previous forward ran it). Freeing them after forward only to gather
 them again at once would cost a gather each that nothing can overlap (the loss is all there is
 between), so they stay gathered, as FSDP keeps its root unit (reshard_after_forward=False).
-The peak is unchanged: backward's start holds them beside every saved activation anyway. A
-forward under no_grad frees them as before; one that no backward follows leaves them to the
-next forward, which frees them first, so no gather outlives a step it was not made for (the
-backward's end frees every unit before the optimizer step).
+The peak of a forward followed by its backward is unchanged: backward's start holds them beside
+every saved activation anyway; what runs in between (a second model, a large loss) meets them
+gathered, and `ZeRO(keep_for_backward=False)` frees them after forward as before. A forward
+under no_grad frees them; one that no backward follows leaves them to the optimizer step or the
+next forward. Both free every unit still gathered (kept, or prefetched and never used), so no
+unit reaches a forward with parameters from before a step.
 
 [Note: stage 3 and torch.compile]
 The hooks move parameters between buffers (`p.data = ...`) and communicate; traced by dynamo,
@@ -105,6 +107,7 @@ class Stage3Schedule:
             self._handles.append(module.register_forward_hook(self._make_post_forward(unit)))
         engine.on_unit_grads_done = self.reshard
         engine.on_backward_end = self.reshard_all
+        engine.on_step = self.reshard_all  # the shards have changed: nothing stays gathered
         engine.on_reduce_failed = self._reduce_failed
 
     # --- gathering ---------------------------------------------------------------------------
@@ -235,8 +238,8 @@ class Stage3Schedule:
     def keep_or_reshard(self, unit: FlatUnit, output, keep: bool) -> None:
         """End of a unit's forward use: free it, unless it is the last of the forward and backward
         will need it first (see [Note: kept for backward])."""
-        if keep and torch.is_grad_enabled() and any(t.requires_grad for t in tree_flatten(output)[0]
-                                                    if isinstance(t, torch.Tensor)):
+        needs_grad = any(t.requires_grad for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor))
+        if keep and self.engine.config.keep_for_backward and torch.is_grad_enabled() and needs_grad:
             self.kept.append(unit)
         else:
             self.reshard(unit)
@@ -266,8 +269,9 @@ class Stage3Schedule:
         self._this_forward = []
         self._cursor = 1 << 30  # the lowest use position backward has reached
         self.forwards += 1
-        while self.kept:  # a forward that no backward followed
-            self.reshard(self.kept.pop())
+        if not in_backward():  # free what earlier forwards left: kept for a backward that never came,
+            self.kept.clear()  # or prefetched and never used, which an optimizer step may have made stale
+            self.reshard_all()
         root = self.engine.root_unit
         if root is not None:
             self.ensure_gathered(root, len(self.last_sequence) + 1)
