@@ -7,6 +7,7 @@ import torch
 
 from ..api import resolve_strategy
 from ..models.gpt import GPT, GPTConfig
+from ..strategy.base import PlanTraits
 from ..vocab import bytes_per_value
 from .formulas import activation_bytes, comm_bytes_per_step, model_states, modelled_strategies, plan_traits
 from .model_spec import ModelSpec
@@ -15,19 +16,17 @@ from .timing import Cluster, flops_per_token, step_time
 DEFAULT_SEQ_LEN = 2048
 
 
-def kept_for_backward(model: ModelSpec, strategy: str) -> int:
+def kept_for_backward(model: ModelSpec, strategy: str, traits: PlanTraits) -> int:
     """Parameter elements the strategy gathers once for forward and backward (ZeRO-3's root and
     last unit, [Note: kept for backward]) on a GPT of this shape, built on the meta device (no
     memory; for other architectures of that shape, an estimate); 0 where the shape is not known
     or no such GPT exists: the formula's upper bound."""
-    resolved = resolve_strategy(strategy)
-    if not model.has_shape or model.vocab is None or model.hidden % model.heads or resolved.planner() is None \
-            or resolved.planner().parameter_gathers < 2:
+    if traits.parameter_gathers < 2 or not model.has_shape or model.vocab is None or model.hidden % model.heads:
         return 0
     with torch.device("meta"):
         gpt = GPT(GPTConfig(vocab_size=model.vocab, block_size=model.seq_len, n_layer=model.layers,
                             n_head=model.heads, n_embd=model.hidden))
-    return min(resolved.kept_for_backward(gpt), int(model.params))
+    return min(resolve_strategy(strategy).kept_for_backward(gpt), int(model.params))
 
 
 def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed", optimizer: str = "adam",
@@ -39,7 +38,7 @@ def plan_rows(model: ModelSpec, world_sizes: list[int], precision: str = "mixed"
     rows = []
     act_bytes = bytes_per_value(precision)
     strategies = [(name, plan_traits(name)) for name in modelled_strategies()]
-    kept = {name: kept_for_backward(model, name) for name, _ in strategies}
+    kept = {name: kept_for_backward(model, name, traits) for name, traits in strategies}
     tokens = micro_batch * (model.seq_len or DEFAULT_SEQ_LEN)
     for n in world_sizes:
         cluster = Cluster(n, device_flops, mfu, bandwidth, device_memory)
