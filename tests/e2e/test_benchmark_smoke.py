@@ -116,3 +116,23 @@ def test_stale_gradients_reports_a_loss_per_delay(tmp_path):
     assert completed.returncode == 0, completed.stderr
     rows = [line for line in completed.stdout.splitlines() if line.startswith("| 0 |") or line.startswith("| 2 |")]
     assert len(rows) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_compression_peers_train_as_shardwise_ddp_does(tmp_path):
+    """PyTorch DDP in the peers script is the same run as `benchmarks/compression.py`'s ddp: the
+    same validation loss after two steps (to float rounding), so its hooks' gaps compare."""
+    peers, ours = tmp_path / "peers.json", tmp_path / "ours.json"
+    tiny = ["--steps", "2", "--eval-every", "1", "--eval-batches", "2"]
+    for script, extra, out in (("compression_peers.py", ["--peers", "torch ddp,torch powersgd r2", "--warmup", "1"], peers),
+                               ("compression.py", ["--methods", "ddp"], ours)):
+        completed = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *tiny, *extra, "--json", str(out)],
+                                   cwd=tmp_path, capture_output=True, text=True, timeout=200)
+        assert completed.returncode == 0, completed.stderr
+    torch_ddp = json.loads(peers.read_text())
+    shardwise_ddp = json.loads(ours.read_text())["results"]["ddp"]["val_losses"]
+    assert [e["step"] for e in torch_ddp["torch ddp"]] == [e["step"] for e in shardwise_ddp] == [1, 2]
+    for theirs, mine in zip(torch_ddp["torch ddp"], shardwise_ddp):
+        assert abs(theirs["loss"] - mine["loss"]) < 1e-4, (theirs, mine)
+    assert all(e["loss"] > 0 for e in torch_ddp["torch powersgd r2"])
