@@ -36,8 +36,9 @@ class Run:
         return f"{self.case}/{self.strategy}/accum{self.accumulation}"
 
 
-def run_reference(run: Run) -> dict:
-    """One process, the whole global batch each step."""
+def run_reference(run: Run, pieces: int = 1) -> dict:
+    """One process, the whole global batch each step; with `pieces` > 1 its gradient summed over
+    that many equal consecutive parts (gradient accumulation), each part's loss weighted 1/pieces."""
     case = CASES[run.case]
     torch.manual_seed(0)
     model = case.build()
@@ -45,8 +46,15 @@ def run_reference(run: Run) -> dict:
     losses = []
     for step in range(run.steps):
         x, y = case.batch(step)
-        loss = case.loss(model, x, y)
-        loss.backward()
+        if pieces == 1:
+            loss = case.loss(model, x, y)
+            loss.backward()
+        else:
+            loss = torch.zeros(())
+            for xs, ys in zip(x.chunk(pieces), y.chunk(pieces)):
+                part = case.loss(model, xs, ys) / pieces
+                part.backward()
+                loss = loss + part.detach()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
