@@ -11,6 +11,12 @@ from shardwise.testing.cases import CASES, GLOBAL_BATCH
 from shardwise.testing.pipeline_parity import check_model_parallel_parity
 
 
+# the GPT's plan with its token embedding and tied head split by vocabulary rows (17: 9 + 8)
+VOCAB_PLAN = {"blocks.*.attn.qkv_proj": "colwise:3", "blocks.*.attn.out_proj": "rowwise",
+              "blocks.*.mlp.up_proj": "colwise", "blocks.*.mlp.down_proj": "rowwise",
+              "token_embedding": "vocab", "lm_head": "vocab"}
+
+
 def _auto(case: str, stages: int, microbatches: int) -> sw.Pipeline:
     """Stages balanced by the layers' times measured on one micro-batch of the case."""
     example = CASES[case].batch(0)[0][:GLOBAL_BATCH // microbatches]
@@ -42,6 +48,7 @@ def test_two_rank_pipeline_and_tensor_parallel_parity():
     # every schedule at pp = 2; tp = 2: the odd MLP's 13 features split 7 + 6, the GPT's
     # attention by heads and its MLP 32 + 32
     tensor = [Run(case, sw.TensorParallel(size=2), steps=4) for case in ("mlp", "mlp_deep", "gpt_tied")]
+    tensor.append(Run("gpt_tied", sw.TensorParallel(size=2, plan=VOCAB_PLAN), steps=4))
     auto = [Run("gpt_deep", _auto("gpt_deep", 2, 4), steps=4)]
     assert check_model_parallel_parity(_pipelines(2) + tensor + auto, 2) == []
 
@@ -57,6 +64,10 @@ def test_four_rank_layouts_parity():
                                         pipeline=sw.Pipeline(stages=2, microbatches=2, schedule="zb-h1")), steps=3))
     runs.append(Run("gpt_tied", sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=2, split="auto")),
                     steps=3))  # tensor-parallel slices timed on the GPT's example_input()
+    runs.append(Run("gpt_tied", sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=2),
+                                        tensor=sw.TensorParallel(size=2, plan=VOCAB_PLAN)), steps=3))
+    runs.append(Run("gpt_tied", sw.Mesh(dp=2, tp=2, dp_strategy="zero1",
+                                        tensor=sw.TensorParallel(size=2, plan=VOCAB_PLAN)), steps=3))
     assert check_model_parallel_parity(runs, 4, timeout_s=450) == []
 
 
@@ -75,7 +86,9 @@ def test_mesh_checkpoints_reshard(tmp_path):
     pp_tp = sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=4, schedule="gpipe"))
     folder = str(tmp_path / "pp2xdp2")
     sw.launch(_resume, 4, args=(Run("gpt_tied", zero1_pp, steps=3), folder, None))
-    for loader, world in ((pp_tp, 4), (sw.ZeRO(stage=3), 3)):  # another mesh; another strategy family
+    pp_tp_vocab = sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=4),
+                          tensor=sw.TensorParallel(size=2, plan=VOCAB_PLAN))  # the embedding split by rows
+    for loader, world in ((pp_tp, 4), (pp_tp_vocab, 4), (sw.ZeRO(stage=3), 3)):  # other meshes; another family
         results = sw.launch(_resume, world, args=(Run("gpt_tied", loader, steps=2), None, folder))
         for rank, result in enumerate(results):
             for key, expected in reference.items():

@@ -23,6 +23,9 @@ def test_patterns_match_module_names():
     assert style_of("blocks.1.attn.qkv_proj", plan) == "colwise:3"
     assert style_of("blocks.0.mlp.down_proj", plan) == "rowwise"
     assert style_of("lm_head", plan) is None
+    vocab = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16)).tensor_parallel_plan(vocab=True)
+    assert style_of("lm_head", vocab) == style_of("token_embedding", vocab) == "vocab"
+    assert style_of("position_embedding", vocab) is None
     assert MLP(d_in=7, width=13, depth=3, d_out=5).tensor_parallel_plan() == {"layers.0": "colwise", "layers.2": "rowwise"}
 
 

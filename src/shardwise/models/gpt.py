@@ -161,12 +161,16 @@ class GPT(nn.Module):
         """Random token ids [batch, block_size] (pipeline split="auto" times the layers on them)."""
         return torch.randint(self.config.vocab_size, (batch, self.config.block_size), generator=generator)
 
-    def tensor_parallel_plan(self) -> dict[str, str]:
+    def tensor_parallel_plan(self, vocab: bool = False) -> dict[str, str]:
         """Megatron-LM's split (Shoeybi et al. 2019): attention by heads (q, k and v column-wise
         in three parts, the output projection row-wise), the MLP's up projection column-wise and
-        its down projection row-wise; embeddings, norms and the tied head replicated."""
-        return {"blocks.*.attn.qkv_proj": "colwise:3", "blocks.*.attn.out_proj": "rowwise",
+        its down projection row-wise; norms replicated, and the token embedding with its tied
+        head replicated too, or (`vocab`) split by vocabulary rows."""
+        plan = {"blocks.*.attn.qkv_proj": "colwise:3", "blocks.*.attn.out_proj": "rowwise",
                 "blocks.*.mlp.up_proj": "colwise", "blocks.*.mlp.down_proj": "rowwise"}
+        if vocab:
+            plan.update({"token_embedding": "vocab", "lm_head": "vocab"})
+        return plan
 
     def num_params(self) -> int:
         """Number of scalar parameters, each shared Parameter (the tied head) counted once."""

@@ -8,13 +8,14 @@ from ..errors import ConfigError
 from ..strategy.parts_state import Slice
 from .linear import ColumnParallelLinear, RowParallelLinear
 from .plan import parse_style, shard_indices, style_of
+from .vocab import VocabParallelEmbedding, VocabParallelLinear
 
 
 def resolve_plan(module: nn.Module, plan: dict[str, str] | None) -> dict[str, str]:
     if plan is None:
         if not hasattr(module, "tensor_parallel_plan"):
             raise ConfigError(f"TensorParallel needs a plan for {type(module).__name__}: pass plan={{'pattern': "
-                              f"'colwise' | 'colwise:K' | 'rowwise' | 'replicate'}} (module-name patterns)")
+                              f"'colwise' | 'colwise:K' | 'rowwise' | 'replicate' | 'vocab'}} (module-name patterns)")
         plan = module.tensor_parallel_plan()
     if not isinstance(plan, dict) or not plan:
         raise ConfigError(f"a tensor-parallel plan is a non-empty dict of module-name pattern -> style, got {plan!r}")
@@ -44,6 +45,18 @@ def split_linears(module: nn.Module, plan: dict[str, str], group, size: int, ran
         kind, parts = parse_style(style)
         if kind == "replicate":
             continue
+        if kind == "vocab":
+            matched += 1
+            new = _vocab_parallel(name, sub, group, size, rank, replaced)
+            index = tuple(shard_indices(new.vocab, 1, size, rank))
+            slices[id(new.weight)] = Slice(tuple(sub.weight.shape), 0, index)
+            if getattr(new, "bias", None) is not None:
+                slices[id(new.bias)] = Slice(tuple(sub.bias.shape), 0, index)
+                replaced[id(sub.bias)] = new.bias
+            replaced[id(sub.weight)] = new.weight
+            parent, attr = _parent(module, name)
+            setattr(parent, attr, new)
+            continue
         if not isinstance(sub, nn.Linear):
             raise ConfigError(f"tensor-parallel plan splits '{name}' {style}, but it is a {type(sub).__name__}, "
                               f"not an nn.Linear")
@@ -62,7 +75,27 @@ def split_linears(module: nn.Module, plan: dict[str, str], group, size: int, ran
             replaced[id(sub.bias)] = new.bias
         parent, attr = _parent(module, name)
         setattr(parent, attr, new)
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in replaced:  # a weight shared with a layer the plan split (a tied head): it would come untied
+            raise ConfigError(f"'{name}' shares its weight with a layer the tensor-parallel plan splits: split "
+                              f"every layer that shares it alike ('vocab' for a tied embedding and head) or none")
     if matched == 0:
-        raise ConfigError(f"the tensor-parallel plan {plan} matches no nn.Linear of {type(module).__name__}: "
+        raise ConfigError(f"the tensor-parallel plan {plan} matches no nn.Linear or nn.Embedding of {type(module).__name__}: "
                           f"check its patterns against the module names")
     return replaced, slices
+
+
+def _vocab_parallel(name: str, sub: nn.Module, group, size: int, rank: int, replaced: dict):
+    """A vocabulary-parallel embedding or output layer ([Note: vocabulary parallel]); a weight
+    already split (tied to an embedding or head split before it) is shared, not copied."""
+    if not isinstance(sub, (nn.Embedding, nn.Linear)):
+        raise ConfigError(f"tensor-parallel plan splits '{name}' vocab, but it is a {type(sub).__name__}, "
+                          f"not an nn.Embedding or nn.Linear")
+    shared = replaced.get(id(sub.weight))
+    make = VocabParallelEmbedding if isinstance(sub, nn.Embedding) else VocabParallelLinear
+    new = make(sub, group, size, rank)
+    if shared is not None:
+        if shared.shape != new.weight.shape:
+            raise ConfigError(f"'{name}' shares its weight with a layer split another way: split both 'vocab'")
+        new.weight = shared
+    return new

@@ -10,6 +10,9 @@ A plan maps module-name patterns (fnmatch: "blocks.*.mlp.up_proj") to how each m
 - "rowwise": input features split; rank t multiplies its slice of the input, the partial
   products are summed by one all-reduce, the bias is added once after it.
 - "replicate": left whole on every rank (also what any module no pattern matches gets).
+- "vocab": an `nn.Embedding`'s rows, or the rows of an `nn.Linear` onto the vocabulary, split
+  over the ranks; the embedding's lookups are summed, the head's logits gathered whole
+  ([Note: vocabulary parallel] in vocab.py). A head tied to the embedding stays tied.
 A column-wise layer followed by a row-wise one needs one all-reduce in forward (after the
 row-wise layer) and one in backward (the column-wise layer's input gradient): Megatron's g and
 f operators.
@@ -22,14 +25,15 @@ import fnmatch
 from ..errors import ConfigError
 from ..flat.ranges import even_range
 
-STYLES = ("colwise", "rowwise", "replicate")
+STYLES = ("colwise", "rowwise", "replicate", "vocab")
 
 
 def parse_style(style: str) -> tuple[str, int]:
-    """("colwise", parts) / ("rowwise", 1) / ("replicate", 1)."""
+    """("colwise", parts) / ("rowwise", 1) / ("replicate", 1) / ("vocab", 1)."""
     kind, _, parts = str(style).partition(":")
     if kind not in STYLES or (parts and kind != "colwise"):
-        raise ConfigError(f"tensor-parallel style must be one of colwise, colwise:K, rowwise, replicate; got '{style}'")
+        raise ConfigError(f"tensor-parallel style must be one of colwise, colwise:K, rowwise, replicate, vocab; "
+                          f"got '{style}'")
     try:
         count = int(parts) if parts else 1
     except ValueError:
