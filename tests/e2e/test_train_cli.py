@@ -43,7 +43,7 @@ def test_short_training_run_writes_report_plot_checkpoint_and_samples(tmp_path):
 def test_pipeline_and_tensor_parallel_train_as_ddp_does(tmp_path):
     common = ["--steps", "4", "--eval-every", "4", "--layers", "2", "--block-size", "32", "--save-every", "0",
               "--no-progress"]
-    extra = ["--nproc", "4", "--pp", "2", "--tp", "2", "--microbatches", "4", "--schedule", "gpipe"]
+    extra = ["--nproc", "4", "--pp", "2", "--tp", "2", "--tp-vocab", "--microbatches", "4", "--schedule", "gpipe"]
     done = shardwise("train", *common, *extra, "--run-dir", str(tmp_path / "mesh"), "--report", str(tmp_path / "mesh.json"))
     assert done.returncode == 0, done.stderr
     # the same job as DDP on one rank (the single-process run every strategy must equal), in this process
@@ -52,7 +52,7 @@ def test_pipeline_and_tensor_parallel_train_as_ddp_does(tmp_path):
     ddp, _ = run_training(TrainConfig.flat(nproc=1, steps=4, eval_every=4, save_every=0, progress=False,
                                            run_dir=str(tmp_path / "ddp"), model=GPTConfig(n_layer=2, block_size=32)))
     reports = {"mesh": json.loads((tmp_path / "mesh.json").read_text()), "ddp": ddp}
-    assert reports["mesh"]["mesh"] == {"dp": 1, "pp": 2, "tp": 2, "microbatches": 4, "schedule": "gpipe"}
+    assert reports["mesh"]["mesh"] == {"dp": 1, "pp": 2, "tp": 2, "microbatches": 4, "schedule": "gpipe", "tp_vocab": True}
     assert reports["mesh"]["losses"] == pytest.approx(reports["ddp"]["losses"], rel=1e-4)
     assert [v["loss"] for v in reports["mesh"]["val_losses"]] == pytest.approx([v["loss"] for v in reports["ddp"]["val_losses"]], rel=1e-4)
     sample = shardwise("sample", str(tmp_path / "mesh"), "--tokens", "20", "--prompt", "def ")
@@ -85,6 +85,7 @@ def test_federate_writes_one_report_entry_per_round(tmp_path):
     (["train", "--pp", "2", "--nproc", "3"], "--nproc 3 is not a multiple of --pp 2 x --tp 1"),
     (["train", "--pp", "2", "--microbatches", "5"], "do not split into 5 equal micro-batches"),
     (["train", "--microbatches", "4"], "add --pp STAGES"),
+    (["train", "--tp-vocab"], "--tp-vocab splits the vocabulary over tensor-parallel ranks: add --tp 2"),
     (["federate", "--split", "dirichlet:-1"], "--split must be iid, dirichlet:ALPHA"),
     (["federate", "--dp-noise", "1.0", "--algorithm", "scaffold"], "SCAFFOLD's control variates are not covered"),
     (["sample", "/no/such/run"], "no checkpoint at /no/such/run"),

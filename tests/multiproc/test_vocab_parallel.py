@@ -61,6 +61,9 @@ def test_vocab_is_a_plan_style_and_bad_uses_say_what_to_do():
     assert parse_style("vocab") == ("vocab", 1)
     with pytest.raises(ConfigError, match="vocab"):
         parse_style("vocab:2")
+    with pytest.raises(ConfigError, match="give the embedding and head the style 'vocab'"):
+        sw.TensorParallel(size=2, plan={"lm_head": "colwise"}, vocab=True)
+    assert str(sw.TensorParallel(size=2, vocab=True)) == "tensor-parallel(size=2, vocab)"
     with pytest.raises(ConfigError, match="padding_idx"):
         VocabParallelEmbedding(nn.Embedding(10, 4, padding_idx=0), None, 2, 0)
 

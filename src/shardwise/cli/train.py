@@ -50,6 +50,8 @@ def add_parser(subparsers) -> None:
                    help="pipeline stages; with --tp, the ranks form a mesh of nproc/(pp*tp) data-parallel replicas "
                         "meeting by --strategy ddp, zero1 or zero2")
     p.add_argument("--tp", type=positive_int, default=DEFAULTS.strategy.tp, help="tensor-parallel ranks per stage")
+    p.add_argument("--tp-vocab", action="store_true",
+                   help="with --tp: split the token embedding and its tied output head by vocabulary rows too")
     p.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: --pp)")
     p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
                    help="pipeline schedule (default 1f1b)")
@@ -100,7 +102,7 @@ def main(args) -> int:
                                 servers=args.servers, mode=args.mode, staleness=args.staleness,
                                 compress=args.compress, period=args.period, local_warmup=args.local_warmup,
                                 inner_steps=args.inner_steps,
-                                outer_lr=args.outer_lr, outer_momentum=args.outer_momentum, pp=args.pp, tp=args.tp,
+                                outer_lr=args.outer_lr, outer_momentum=args.outer_momentum, pp=args.pp, tp=args.tp, tp_vocab=args.tp_vocab,
                                 microbatches=args.microbatches, schedule=args.schedule,
                                 pp_split=args.pp_split),
         checkpointing=CheckpointConfig(save_every=args.save_every, keep=args.keep_checkpoints, resume=args.resume,

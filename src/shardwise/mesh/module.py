@@ -38,7 +38,7 @@ def wrap_mesh(config, module, optimizer, group=None):
     shapes = None
     slices: dict = {}
     if shape.tp > 1:
-        replaced, slices, shapes = split_model(module, config.tensor_config().plan, groups["tp"])
+        replaced, slices, shapes = split_model(module, config.tensor_config(), groups["tp"])
         optimizer = optimizer_over_pieces(optimizer, {id(p): [replaced.get(id(p), p)]
                                                       for g in optimizer.param_groups for p in g["params"]})
     pipeline = config.pipeline_config() if shape.pp > 1 or config.pipeline is not None else Pipeline(stages=1,

@@ -11,12 +11,16 @@ from .plan import parse_style, shard_indices, style_of
 from .vocab import VocabParallelEmbedding, VocabParallelLinear
 
 
-def resolve_plan(module: nn.Module, plan: dict[str, str] | None) -> dict[str, str]:
+def resolve_plan(module: nn.Module, plan: dict[str, str] | None, vocab: bool = False) -> dict[str, str]:
     if plan is None:
         if not hasattr(module, "tensor_parallel_plan"):
             raise ConfigError(f"TensorParallel needs a plan for {type(module).__name__}: pass plan={{'pattern': "
                               f"'colwise' | 'colwise:K' | 'rowwise' | 'replicate' | 'vocab'}} (module-name patterns)")
-        plan = module.tensor_parallel_plan()
+        try:
+            plan = module.tensor_parallel_plan(vocab=True) if vocab else module.tensor_parallel_plan()
+        except TypeError:
+            raise ConfigError(f"{type(module).__name__}'s tensor-parallel plan has no vocabulary split: drop "
+                              f"vocab=True (--tp-vocab), or pass a plan with 'vocab' styles") from None
     if not isinstance(plan, dict) or not plan:
         raise ConfigError(f"a tensor-parallel plan is a non-empty dict of module-name pattern -> style, got {plan!r}")
     for style in plan.values():

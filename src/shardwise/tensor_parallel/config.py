@@ -12,11 +12,14 @@ from .plan import parse_style
 @dataclass(frozen=True)
 class TensorParallel(StrategyDefaults):
     """Split the model's Linear layers over `size` ranks following `plan` (module-name pattern
-    -> "colwise", "colwise:K", "rowwise" or "replicate"; None: the model's own
+    -> "colwise", "colwise:K", "rowwise", "replicate" or "vocab"; None: the model's own
     `tensor_parallel_plan()`, which the built-in GPT has). See [Note: tensor-parallel plan]."""
 
     size: int = 2
     plan: dict | None = field(default=None, hash=False)
+    vocab: bool = False
+    """With plan=None: the model's plan with its embedding and tied output head split by
+    vocabulary rows (`tensor_parallel_plan(vocab=True)`; [Note: vocabulary parallel])."""
 
     name = "tensor-parallel"
 
@@ -28,6 +31,9 @@ class TensorParallel(StrategyDefaults):
                 raise ConfigError(f"a tensor-parallel plan is a non-empty dict of pattern -> style, got {self.plan!r}")
             for style in self.plan.values():
                 parse_style(style)
+            if self.vocab:
+                raise ConfigError("TensorParallel(vocab=True) asks the model for its plan: with plan=..., "
+                                  "give the embedding and head the style 'vocab' in it instead")
 
     trains_by_step = True
 
@@ -35,7 +41,7 @@ class TensorParallel(StrategyDefaults):
         return 1
 
     def __str__(self) -> str:
-        return f"tensor-parallel(size={self.size})"
+        return f"tensor-parallel(size={self.size}{', vocab' if self.vocab else ''})"
 
     def wrap(self, module, optimizer, group=None):
         from ..runtime import env

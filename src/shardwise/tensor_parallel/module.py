@@ -17,12 +17,13 @@ from ..strategy.slices import gather_full
 from .apply import resolve_plan, split_linears
 
 
-def split_model(module: nn.Module, plan, group) -> tuple[dict, dict, dict[str, tuple]]:
-    """Split `module` in place over `group`; ({id(old): new}, {id(new): Slice}, full shapes by name)."""
+def split_model(module: nn.Module, config, group) -> tuple[dict, dict, dict[str, tuple]]:
+    """Split `module` in place over `group` as the TensorParallel `config` says; ({id(old): new},
+    {id(new): Slice}, full shapes by name)."""
     group = comm.default_group(group)
     size, rank = comm.group_size(group), dist.get_rank(group)
     shapes = {name: tuple(p.shape) for name, p in module.named_parameters() if p.requires_grad}
-    replaced, slices = split_linears(module, resolve_plan(module, plan), group, size, rank)
+    replaced, slices = split_linears(module, resolve_plan(module, config.plan, config.vocab), group, size, rank)
     return replaced, slices, shapes
 
 
@@ -40,7 +41,7 @@ def wrap_tensor_parallel(config, module: nn.Module, optimizer, group=None, dp_gr
     if comm.group_size(group) != config.size:
         raise ConfigError(f"TensorParallel(size={config.size}) needs {config.size} ranks in its group, got "
                           f"{comm.group_size(group)}: launch {config.size} processes, or use sw.Mesh with tp={config.size}")
-    replaced, slices, shapes = split_model(module, config.plan, group)
+    replaced, slices, shapes = split_model(module, config, group)
     optimizer = optimizer_over_pieces(optimizer, {id(p): [replaced.get(id(p), p)] for g in optimizer.param_groups
                                                   for p in g["params"]})
     return TensorParallelModule(module, group, slices, shapes, dp_group), optimizer

@@ -105,6 +105,8 @@ class StrategyConfig:
     """Pipeline stages (a mesh of nproc / (pp·tp) data-parallel replicas when pp·tp > 1)."""
     tp: int = 1
     """Tensor-parallel ranks per stage."""
+    tp_vocab: bool = False
+    """With --tp: the GPT's embedding and tied head split by vocabulary rows too."""
     microbatches: int | None = None
     """Pipeline micro-batches per step (default: pp)."""
     schedule: str | None = None
@@ -113,7 +115,7 @@ class StrategyConfig:
     """Where the pipeline cuts: None (balanced parameter counts), "auto" (balanced measured
     layer times) or comma-separated names of the layers that start stages 2.. ("blocks.2")."""
 
-    MESH_FIELDS = ("pp", "tp", "microbatches", "schedule", "pp_split")
+    MESH_FIELDS = ("pp", "tp", "tp_vocab", "microbatches", "schedule", "pp_split")
 
     def options(self) -> dict:
         """The strategy's own options by its field names (--local-warmup is local-sgd's warmup_steps)."""
@@ -132,6 +134,8 @@ class StrategyConfig:
 
         _at_least(self.nproc, 1, "nproc")
         check_precision(self.precision)
+        if self.tp_vocab and self.tp == 1:
+            raise ConfigError("--tp-vocab splits the vocabulary over tensor-parallel ranks: add --tp 2 (or more)")
         if self.pp > 1 or self.tp > 1:
             return self._mesh()
         if self.microbatches is not None or self.schedule is not None or self.pp_split is not None:
@@ -172,7 +176,7 @@ class StrategyConfig:
                                  self.pp_split is not None):
             raise ConfigError("--microbatches, --schedule and --pp-split apply to pipelines: add --pp STAGES")
         return Mesh(dp=self.nproc // (self.pp * self.tp), pp=self.pp, tp=self.tp, dp_strategy=self.name,
-                    pipeline=pipeline, tensor=TensorParallel(size=self.tp) if self.tp > 1 else None)
+                    pipeline=pipeline, tensor=TensorParallel(size=self.tp, vocab=self.tp_vocab) if self.tp > 1 else None)
 
 
 @dataclass

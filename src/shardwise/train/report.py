@@ -28,7 +28,8 @@ def build_report(config: TrainConfig, per_rank: list[dict], strategy=None) -> di
     tokens_per_step = config.data.global_batch * config.model.block_size
     options = config.strategy
     mesh = {"dp": nproc // (options.pp * options.tp), "pp": options.pp, "tp": options.tp,
-            "microbatches": options.microbatches or options.pp, "schedule": options.schedule or "1f1b"}
+            "microbatches": options.microbatches or options.pp, "schedule": options.schedule or "1f1b",
+            **({"tp_vocab": True} if options.tp_vocab else {})}
     return {
         "strategy": config.strategy.name,
         **({"mesh": mesh} if options.pp * options.tp > 1 else {}),
