@@ -79,3 +79,31 @@ def _split_tied_head_alone():
 def test_splitting_one_of_two_tied_layers_fails_instead_of_untying_them():
     with pytest.raises(sw.WorkerError, match="shares its weight with a layer the tensor-parallel plan splits"):
         sw.launch(_split_tied_head_alone, 2, timeout_s=50)
+
+
+def _step_bytes() -> float:
+    from shardwise import comm
+    from shardwise.models import GPT, GPTConfig, lm_loss
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16))
+    model, _ = sw.wrap(model, torch.optim.SGD(model.parameters(), lr=0.1), strategy=sw.TensorParallel(size=2, vocab=True))
+    ids = torch.randint(17, (4, 9), generator=torch.Generator().manual_seed(1))
+    comm.reset_comm_stats()
+    model.train_step(ids[:, :-1], ids[:, 1:], lm_loss)
+    return comm.comm_stats()["total"]
+
+
+@pytest.mark.timeout(60)
+def test_planner_counts_the_bytes_the_vocabulary_split_moves():
+    from shardwise.plan.model_parallel import model_parallel_row
+    from shardwise.plan.model_spec import from_shape
+
+    measured = sw.launch(_step_bytes, 2, timeout_s=50)
+    shape = from_shape(layers=2, hidden=16, heads=2, vocab=17, seq_len=8)
+    row = model_parallel_row(shape, 2, pp=1, tp=2, microbatches=1, schedule="1f1b", precision="fp32", micro_batch=4,
+                             vocab_parallel=True)
+    # 4 all-reduces per layer, the embedding's and the head's, and the logits (17 rows padded to 18) gathered
+    assert row["tp_vocab_bytes_per_microbatch"] == (2 * 4 * 8 * 16 + 4 * 8 * 18 / 2) * 4
+    assert measured == [row["tp_bytes_per_step"]] * 2

@@ -16,6 +16,10 @@ def test_tensor_parallel_bytes_are_four_all_reduces_per_layer():
     # the bytes shardwise's TensorParallel moves per step on the built-in GPT (benchmarks/tensor_parallel.py)
     assert row["tp_bytes_per_step"] == 4 * 4 * 16 * 128 * 128 * 4 == 16_777_216
     assert row["bubble"] == 0 and row["pp_bytes_per_step"] == 0
+    split = model_parallel_row(gpt, 2, pp=1, tp=2, microbatches=1, schedule="1f1b", precision="fp32", micro_batch=16,
+                               vocab_parallel=True)
+    assert split["params_per_rank"] == row["params_per_rank"] - 96 * 128 / 2  # half the tied embedding's rows
+    assert split["tp_bytes_per_step"] == 16_777_216 + (2 * 16 * 128 * 128 + 16 * 128 * 96 / 2) * 4
 
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved-1f1b"])
@@ -39,6 +43,8 @@ def test_zero_over_replicas_shrinks_optimizer_state():
 
 def test_refusals():
     gpt = from_shape(layers=4, hidden=128, heads=4, vocab=96, seq_len=128)
+    with pytest.raises(ConfigError, match="--tp 2 or more"):
+        model_parallel_row(gpt, 2, pp=2, tp=1, microbatches=2, schedule="1f1b", vocab_parallel=True)
     with pytest.raises(ConfigError):
         model_parallel_row(gpt, 6, pp=4, tp=1, microbatches=4, schedule="1f1b")
     with pytest.raises(ConfigError):

@@ -44,6 +44,8 @@ def add_parser(subparsers) -> None:
     mp = p.add_argument_group("model parallelism (with a model shape): adds a table for a dp x pp x tp mesh")
     mp.add_argument("--pp", type=positive_int, default=1, help="pipeline stages")
     mp.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel ranks per stage")
+    mp.add_argument("--tp-vocab", action="store_true",
+                    help="the token embedding and tied head split by vocabulary rows over --tp ranks")
     mp.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: pp)")
     mp.add_argument("--schedule", default="1f1b", choices=["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
                     help="pipeline schedule (decides the activations a rank keeps and the bubble)")
@@ -104,6 +106,8 @@ def main(args) -> int:
 
 def _mesh_rows(args, model: ModelSpec, world_sizes: list[int]) -> list[dict]:
     if args.pp * args.tp == 1:
+        if args.tp_vocab:
+            raise ConfigError("--tp-vocab applies with --tp 2 or more")
         if args.microbatches is not None:
             raise ConfigError("--microbatches applies with --pp")
         return []
@@ -112,7 +116,8 @@ def _mesh_rows(args, model: ModelSpec, world_sizes: list[int]) -> list[dict]:
         raise ConfigError(f"--world-size {bad[0]} is not a multiple of --pp {args.pp} x --tp {args.tp}")
     return [model_parallel_row(model, n, args.pp, args.tp, args.microbatches or args.pp, args.schedule,
                                args.dp_strategy, args.precision, args.optimizer, args.micro_batch,
-                               device_memory=args.device_memory * GB) for n in world_sizes]
+                               device_memory=args.device_memory * GB, vocab_parallel=args.tp_vocab)
+            for n in world_sizes]
 
 
 def format_mesh_table(rows: list[dict]) -> str:

@@ -14,6 +14,10 @@ sequence s, vocabulary V, with b sequences per micro-batch and M micro-batches p
 - tensor-parallel communication: per layer per micro-batch 4 all-reduces (2 forward, 2 backward)
   of s·b·h values, 2(T-1)/T of their bytes each per rank; pipeline: per micro-batch one
   activation sent down and one gradient up at each stage boundary (s·b·h values each).
+- with the vocabulary split (`vocab_parallel`, [Note: vocabulary parallel]): the token embedding
+  and its tied head hold V·h/T each, and per micro-batch the embedding's all-reduce and the
+  head's input-gradient all-reduce (s·b·h values each) and the gather of the logits (s·b·V'
+  values, V' = V rounded up to a multiple of T, (T-1)/T of them received per rank) are added.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from .model_spec import ModelSpec
 
 def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, microbatches: int, schedule: str,
                        dp_strategy: str = "ddp", precision: str = "mixed", optimizer: str = "adam",
-                       micro_batch: int = 1, virtual: int | None = None, device_memory: float = 80e9) -> dict:
+                       micro_batch: int = 1, virtual: int | None = None, device_memory: float = 80e9,
+                       vocab_parallel: bool = False) -> dict:
     if not model.has_shape:
         raise ConfigError("pipeline and tensor-parallel predictions need the model's shape: give --layers/--hidden/"
                           "--heads or --config")
@@ -45,9 +50,12 @@ def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, micr
     L, h, a, s, V = model.layers, model.hidden, model.heads, model.seq_len, model.vocab or 0
     layers_per_rank = math.ceil(L / pp)
     layer_params = layers_per_rank * (12 * h * h / tp + 13 * h)
-    first = layer_params + V * h + s * h  # token and position embeddings
-    last = layer_params + V * h + 2 * h  # the tied head's copy, the final norm
-    params = max(first, last) if pp > 1 else layer_params + V * h + s * h + 2 * h
+    if vocab_parallel and tp == 1:
+        raise ConfigError("the vocabulary split needs tensor-parallel ranks: give --tp 2 or more")
+    table = V * h / tp if vocab_parallel else V * h  # the token embedding, whole or this rank's rows
+    first = layer_params + table + s * h  # token and position embeddings
+    last = layer_params + table + 2 * h  # the tied head's copy, the final norm
+    params = max(first, last) if pp > 1 else layer_params + table + s * h + 2 * h
     states = model_states(params, dp_strategy, dp, precision, optimizer)
     act = bytes_per_value(precision)
     per_layer = s * micro_batch * h * (10 + 24 / tp + 5 * a * s / (h * tp)) * act / 2
@@ -56,7 +64,13 @@ def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, micr
     values = s * micro_batch * h
     ring = 2 * (tp - 1) / tp
     tp_per_layer = 4 * ring * values * act
-    tp_bytes = tp_per_layer * layers_per_rank * microbatches
+    vocab_bytes = 0.0
+    if vocab_parallel:  # the embedding's and the head's all-reduces, on the first and last stage
+        padded = math.ceil(V / tp) * tp
+        embedding = ring * values * act
+        head = (ring * values + (tp - 1) / tp * s * micro_batch * padded) * act
+        vocab_bytes = embedding + head if pp == 1 else max(embedding, head)  # first and last stage apart
+    tp_bytes = (tp_per_layer * layers_per_rank + vocab_bytes) * microbatches
     pp_bytes = 2 * values * act * microbatches if pp > 1 else 0.0
     return {
         "world_size": world_size, "dp": dp, "pp": pp, "tp": tp, "schedule": schedule if pp > 1 else "-",
@@ -67,5 +81,5 @@ def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, micr
         "fits": states.total + activations <= device_memory,
         "bubble": bubble_fraction(pp, microbatches, v, schedule) if pp > 1 else 0.0,
         "tp_bytes_per_layer_per_microbatch": tp_per_layer, "tp_bytes_per_step": tp_bytes,
-        "pp_bytes_per_step": pp_bytes,
+        "pp_bytes_per_step": pp_bytes, "tp_vocab_bytes_per_microbatch": vocab_bytes,
     }
