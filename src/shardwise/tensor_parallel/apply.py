@@ -52,7 +52,7 @@ def split_linears(module: nn.Module, plan: dict[str, str], group, size: int, ran
         if kind == "vocab":
             matched += 1
             new = _vocab_parallel(name, sub, group, size, rank, replaced)
-            index = tuple(shard_indices(new.vocab, 1, size, rank))
+            index = tuple(range(new.start, new.end))
             slices[id(new.weight)] = Slice(tuple(sub.weight.shape), 0, index)
             if getattr(new, "bias", None) is not None:
                 slices[id(new.bias)] = Slice(tuple(sub.bias.shape), 0, index)
@@ -95,11 +95,5 @@ def _vocab_parallel(name: str, sub: nn.Module, group, size: int, rank: int, repl
     if not isinstance(sub, (nn.Embedding, nn.Linear)):
         raise ConfigError(f"tensor-parallel plan splits '{name}' vocab, but it is a {type(sub).__name__}, "
                           f"not an nn.Embedding or nn.Linear")
-    shared = replaced.get(id(sub.weight))
     make = VocabParallelEmbedding if isinstance(sub, nn.Embedding) else VocabParallelLinear
-    new = make(sub, group, size, rank)
-    if shared is not None:
-        if shared.shape != new.weight.shape:
-            raise ConfigError(f"'{name}' shares its weight with a layer split another way: split both 'vocab'")
-        new.weight = shared
-    return new
+    return make(sub, group, size, rank, weight=replaced.get(id(sub.weight)))

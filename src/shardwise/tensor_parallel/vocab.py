@@ -28,14 +28,15 @@ from torch import nn
 
 from .. import comm
 from ..errors import ConfigError
+from ..flat.ranges import even_range, even_ranges
 from .ops import copy_to_region, reduce_from_region
-from .plan import shard_indices
 
 
 def vocab_range(vocab: int, size: int, rank: int) -> tuple[int, int]:
-    """[start, end) of the vocabulary rows rank `rank` of `size` holds."""
-    rows = shard_indices(vocab, 1, size, rank)
-    return rows[0], rows[-1] + 1
+    """[start, end) of the vocabulary rows rank `rank` of `size` holds (as `shard_indices`)."""
+    if vocab < size:
+        raise ConfigError(f"{vocab} vocabulary rows cannot be split over tensor-parallel size {size}")
+    return even_range(vocab, rank, size)
 
 
 class VocabParallelEmbedding(nn.Module):
@@ -49,8 +50,7 @@ class VocabParallelEmbedding(nn.Module):
         self.group, self.size = group, size
         self.vocab, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
         self.start, self.end = vocab_range(self.vocab, size, rank)
-        self.weight = weight if weight is not None else nn.Parameter(
-            embedding.weight.detach()[self.start:self.end].clone(), requires_grad=embedding.weight.requires_grad)
+        self.weight = _rows(embedding.weight, self.start, self.end, weight)
         self.dims = {"weight": 0}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -61,6 +61,15 @@ class VocabParallelEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rows {self.start}:{self.end} of {self.vocab}, dim={self.embedding_dim}"
+
+
+def _rows(whole: nn.Parameter, start: int, end: int, shared: nn.Parameter | None) -> nn.Parameter:
+    """This rank's rows of `whole`: `shared` when a tied layer already split them, else a copy."""
+    if shared is None:
+        return nn.Parameter(whole.detach()[start:end].clone(), requires_grad=whole.requires_grad)
+    if shared.shape != (end - start,) + tuple(whole.shape[1:]):
+        raise ConfigError("a layer shares its weight with a layer split another way: split both 'vocab'")
+    return shared
 
 
 class _GatherColumns(torch.autograd.Function):
@@ -89,9 +98,8 @@ class VocabParallelLinear(nn.Module):
         self.group, self.size, self.rank = group, size, rank
         self.vocab, self.in_features = linear.out_features, linear.in_features
         self.start, self.end = vocab_range(self.vocab, size, rank)
-        self.widths = [vocab_range(self.vocab, size, r)[1] - vocab_range(self.vocab, size, r)[0] for r in range(size)]
-        self.weight = weight if weight is not None else nn.Parameter(
-            linear.weight.detach()[self.start:self.end].clone(), requires_grad=linear.weight.requires_grad)
+        self.widths = [end - start for start, end in even_ranges(self.vocab, size)]
+        self.weight = _rows(linear.weight, self.start, self.end, weight)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach()[self.start:self.end].clone(),
                                                                    requires_grad=linear.bias.requires_grad)
         self.dims = {"weight": 0, "bias": 0}
@@ -106,14 +114,16 @@ class VocabParallelLinear(nn.Module):
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, targets, start, group):
+    def forward(ctx, logits, targets, group):
         width = logits.shape[-1]
         flat = logits.reshape(-1, width).float()
         target = targets.reshape(-1)
-        mine = flat.max(dim=-1).values.contiguous()  # a shift common to every rank: the max over all columns
-        tops = torch.empty((comm.group_size(group),) + tuple(mine.shape), dtype=mine.dtype, device=mine.device)
-        comm.all_gather(tops.view(-1), mine, group=group)
-        top = tops.max(dim=0).values
+        # each rank's row maxima (a shift common to every rank: the max over all columns) and, last, its width
+        mine = torch.cat([flat.max(dim=-1).values, torch.tensor([float(width)])])
+        gathered = torch.empty((comm.group_size(group), mine.numel()), dtype=mine.dtype, device=mine.device)
+        comm.all_gather(gathered.view(-1), mine, group=group)
+        start = _own_columns(gathered[:, -1].long().tolist(), dist.get_rank(group))
+        top = gathered[:, :-1].max(dim=0).values
         shifted = flat - top.unsqueeze(-1)
         exp = shifted.exp()
         total = exp.sum(dim=-1)
@@ -135,7 +145,16 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         rows = torch.arange(out.shape[0], device=out.device)
         out[rows, local] -= inside.to(out.dtype)
         out.mul_(grad.reshape(-1, 1))
-        return out.view(ctx.shape).to(ctx.dtype), None, None, None
+        return out.view(ctx.shape).to(ctx.dtype), None, None
+
+
+def _own_columns(widths: list[int], rank: int) -> int:
+    """The first vocabulary column of rank `rank`, checking the ranks' widths are the even split."""
+    vocab = sum(widths)
+    if widths != [end - start for start, end in even_ranges(vocab, len(widths))]:
+        raise ConfigError(f"logits of widths {widths} over the tensor-parallel ranks are not the even split of a "
+                          f"vocabulary of {vocab}: split the output layer with 'colwise'")
+    return vocab_range(vocab, len(widths), rank)[0]
 
 
 def vocab_parallel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, group=None) -> torch.Tensor:
@@ -144,18 +163,9 @@ def vocab_parallel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, gr
     `F.cross_entropy(whole_logits, targets, reduction="none")`, without gathering the logits
     (see [Note: vocabulary parallel]). Every rank passes the same `targets`; take `.mean()` for
     the usual loss."""
-    group = comm.default_group(group)
-    size, rank = comm.group_size(group), dist.get_rank(group)
-    width = torch.tensor([logits.shape[-1]])
-    comm.all_reduce(width, group=group)
-    vocab = int(width)
-    start, end = vocab_range(vocab, size, rank)
-    if end - start != logits.shape[-1]:
-        raise ConfigError(f"logits of width {logits.shape[-1]} on tensor-parallel rank {rank} are not its slice "
-                          f"{start}:{end} of a vocabulary of {vocab}: split the output layer with 'colwise'")
     if targets.shape != logits.shape[:-1]:
         raise ConfigError(f"targets of shape {tuple(targets.shape)} do not match logits of shape {tuple(logits.shape)}")
-    return _VocabParallelCrossEntropy.apply(logits, targets, start, group)
+    return _VocabParallelCrossEntropy.apply(logits, targets, comm.default_group(group))
 
 
 __all__ = ["VocabParallelEmbedding", "VocabParallelLinear", "vocab_parallel_cross_entropy", "vocab_range"]
