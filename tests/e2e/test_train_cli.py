@@ -86,6 +86,7 @@ def test_federate_writes_one_report_entry_per_round(tmp_path):
     (["train", "--pp", "2", "--microbatches", "5"], "do not split into 5 equal micro-batches"),
     (["train", "--microbatches", "4"], "add --pp STAGES"),
     (["train", "--tp-vocab"], "--tp-vocab splits the vocabulary over tensor-parallel ranks: add --tp 2"),
+    (["train", "--pp", "2", "--precision", "fp16"], "train in fp32 or bf16 (fp16 needs a loss scaler"),
     (["federate", "--split", "dirichlet:-1"], "--split must be iid, dirichlet:ALPHA"),
     (["federate", "--dp-noise", "1.0", "--algorithm", "scaffold"], "SCAFFOLD's control variates are not covered"),
     (["sample", "/no/such/run"], "no checkpoint at /no/such/run"),

@@ -148,6 +148,7 @@ class WeightGradients:
 def _accumulate(p: nn.Parameter, g: torch.Tensor | None) -> None:
     if g is None:
         return
+    g = g.to(p.dtype)  # under autocast W's own products are 16-bit; autograd casts back as well
     if p.grad is None:
         p.grad = g.detach().clone() if g.requires_grad else g
     else:

@@ -20,6 +20,7 @@ from ..data.sampler import rank_slice
 from ..runtime import env, progress
 from ..strategy.state import full_state_dict
 from ..api import wrap
+from ..vocab import as_dtype
 from .cases import CASES, GLOBAL_BATCH
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -31,9 +32,19 @@ class Run:
     strategy: object = "ddp"
     accumulation: int = 1
     steps: int = 5
+    precision: str = "fp32"
+    """fp32, or bf16: forward and backward under bf16 autocast, in the reference as on the ranks."""
 
     def label(self) -> str:
-        return f"{self.case}/{self.strategy}/accum{self.accumulation}"
+        suffix = "" if self.precision == "fp32" else f"/{self.precision}"
+        return f"{self.case}/{self.strategy}/accum{self.accumulation}{suffix}"
+
+
+def computing(run: Run):
+    """The context `run`'s forward and backward run in: bf16 autocast, or nothing for fp32."""
+    if run.precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cpu", dtype=as_dtype(run.precision))
 
 
 def run_reference(run: Run, pieces: int = 1) -> dict:
@@ -46,15 +57,16 @@ def run_reference(run: Run, pieces: int = 1) -> dict:
     losses = []
     for step in range(run.steps):
         x, y = case.batch(step)
-        if pieces == 1:
-            loss = case.loss(model, x, y)
-            loss.backward()
-        else:
-            loss = torch.zeros(())
-            for xs, ys in zip(x.chunk(pieces), y.chunk(pieces)):
-                part = case.loss(model, xs, ys) / pieces
-                part.backward()
-                loss = loss + part.detach()
+        with computing(run):
+            if pieces == 1:
+                loss = case.loss(model, x, y)
+                loss.backward()
+            else:
+                loss = torch.zeros(())
+                for xs, ys in zip(x.chunk(pieces), y.chunk(pieces)):
+                    part = case.loss(model, xs, ys) / pieces
+                    part.backward()
+                    loss = loss + part.detach()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
@@ -78,7 +90,7 @@ def train_on_rank(run: Run) -> dict:
         for micro, (mx, my) in enumerate(zip(x.chunk(run.accumulation), y.chunk(run.accumulation))):
             last = micro == run.accumulation - 1
             context = model.no_sync() if not last else contextlib.nullcontext()
-            with context:
+            with context, computing(run):
                 loss = case.loss(model, mx, my) / run.accumulation
                 loss.backward()
             total += loss.item()

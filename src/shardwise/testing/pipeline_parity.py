@@ -22,7 +22,7 @@ from ..pipeline.config import Pipeline
 from ..runtime import env
 from ..data.sampler import rank_slice
 from .cases import CASES, GLOBAL_BATCH
-from .parity import Run, compare, run_reference
+from .parity import Run, compare, computing, run_reference
 
 CRITERIA = {"mlp": F.mse_loss, "mlp_groups": F.mse_loss, "frozen_sgd": F.mse_loss, "mlp_deep": F.mse_loss,
             "gpt_tied": lm_loss, "gpt_deep": lm_loss}
@@ -42,11 +42,12 @@ def train_steps_on_rank(run: Run, save: str | None = None, load: str | None = No
     mine = rank_slice(GLOBAL_BATCH, env.data_parallel_rank(), env.data_parallel_size())
     for step in range(start, start + run.steps):
         x, y = case.batch(step)
-        if by_step:
-            loss = model.train_step(x[mine], y[mine], CRITERIA[run.case])
-        else:
-            loss = case.loss(model, x[mine], y[mine])
-            loss.backward()
+        with computing(run):
+            if by_step:
+                loss = model.train_step(x[mine], y[mine], CRITERIA[run.case])
+            else:
+                loss = case.loss(model, x[mine], y[mine])
+                loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(float(loss))
