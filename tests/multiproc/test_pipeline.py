@@ -49,6 +49,8 @@ def test_two_rank_pipeline_and_tensor_parallel_parity():
     # attention by heads and its MLP 32 + 32
     tensor = [Run(case, sw.TensorParallel(size=2), steps=4) for case in ("mlp", "mlp_deep", "gpt_tied")]
     tensor.append(Run("gpt_tied", sw.TensorParallel(size=2, plan=VOCAB_PLAN), steps=4))
+    # the logits left split and the vocabulary-parallel cross-entropy as the loss
+    tensor.append(Run("gpt_tied", sw.TensorParallel(size=2, vocab=True, split_logits=True), steps=4))
     auto = [Run("gpt_deep", _auto("gpt_deep", 2, 4), steps=4)]
     assert check_model_parallel_parity(_pipelines(2) + tensor + auto, 2) == []
 
@@ -68,6 +70,8 @@ def test_four_rank_layouts_parity():
                                         tensor=sw.TensorParallel(size=2, plan=VOCAB_PLAN)), steps=3))
     runs.append(Run("gpt_tied", sw.Mesh(dp=2, tp=2, dp_strategy="zero1",
                                         tensor=sw.TensorParallel(size=2, plan=VOCAB_PLAN)), steps=3))
+    runs.append(Run("gpt_tied", sw.Mesh(pp=2, tp=2, pipeline=sw.Pipeline(stages=2, microbatches=2, schedule="1f1b"),
+                                        tensor=sw.TensorParallel(size=2, vocab=True, split_logits=True)), steps=3))
     assert check_model_parallel_parity(runs, 4, timeout_s=450) == []
 
 

@@ -43,6 +43,8 @@ def _compare(vocab: int) -> dict:
     out["embedding_grad"] = (split_embedding.weight.grad - embedding.weight.grad[start:end]).abs().max().item()
     out["head_grad"] = (split_head.weight.grad - head.weight.grad[start:end]).abs().max().item()
     out["bias_grad"] = (split_head.bias.grad - head.bias.grad[start:end]).abs().max().item()
+    local_head = VocabParallelLinear(head, None, world, rank, gather=False)  # 'vocab-split': this rank's columns
+    out["split_forward"] = (local_head(embedding(ids)) - reference[..., start:end]).abs().max().item()
     return out
 
 
@@ -53,7 +55,7 @@ def test_split_vocabulary_matches_one_process(world):
     assert [r["range"] for r in results] == ([(0, 9), (9, 17)] if world == 2 else [(0, 6), (6, 12), (12, 17)])
     for r in results:
         assert r["ce_loss"][0] == pytest.approx(r["ce_loss"][1], rel=1e-6)
-        for key in ("ce_grad", "forward", "embedding_grad", "head_grad", "bias_grad"):
+        for key in ("ce_grad", "forward", "embedding_grad", "head_grad", "bias_grad", "split_forward"):
             assert r[key] < 1e-6, (key, r)
 
 
@@ -64,6 +66,15 @@ def test_vocab_is_a_plan_style_and_bad_uses_say_what_to_do():
     with pytest.raises(ConfigError, match="give the embedding and head the style 'vocab'"):
         sw.TensorParallel(size=2, plan={"lm_head": "colwise"}, vocab=True)
     assert str(sw.TensorParallel(size=2, vocab=True)) == "tensor-parallel(size=2, vocab)"
+    assert parse_style("vocab-split") == ("vocab-split", 1)
+    assert str(sw.TensorParallel(size=2, vocab=True, split_logits=True)) == "tensor-parallel(size=2, vocab, split logits)"
+    with pytest.raises(ConfigError, match="add vocab=True"):
+        sw.TensorParallel(size=2, split_logits=True)
+    from shardwise.models import GPT, GPTConfig
+
+    plan = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=1, n_head=2, n_embd=16)).tensor_parallel_plan(
+        vocab=True, split_logits=True)
+    assert plan["token_embedding"] == "vocab" and plan["lm_head"] == "vocab-split"
     with pytest.raises(ConfigError, match="padding_idx"):
         VocabParallelEmbedding(nn.Embedding(10, 4, padding_idx=0), None, 2, 0)
 
@@ -83,15 +94,16 @@ def test_splitting_one_of_two_tied_layers_fails_instead_of_untying_them():
 
 def _step_bytes() -> float:
     from shardwise import comm
-    from shardwise.models import GPT, GPTConfig, lm_loss
+    from shardwise.models import GPT, GPTConfig
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=17, block_size=8, n_layer=2, n_head=2, n_embd=16))
-    model, _ = sw.wrap(model, torch.optim.SGD(model.parameters(), lr=0.1), strategy=sw.TensorParallel(size=2, vocab=True))
+    strategy = sw.TensorParallel(size=2, vocab=True, split_logits=True)
+    model, _ = sw.wrap(model, torch.optim.SGD(model.parameters(), lr=0.1), strategy=strategy)
     ids = torch.randint(17, (4, 9), generator=torch.Generator().manual_seed(1))
     comm.reset_comm_stats()
-    model.train_step(ids[:, :-1], ids[:, 1:], lm_loss)
+    model.train_step(ids[:, :-1], ids[:, 1:], lambda logits, y: vocab_parallel_cross_entropy(logits, y, model.tp_group).mean())
     return comm.comm_stats()["total"]
 
 
@@ -104,6 +116,7 @@ def test_planner_counts_the_bytes_the_vocabulary_split_moves():
     shape = from_shape(layers=2, hidden=16, heads=2, vocab=17, seq_len=8)
     row = model_parallel_row(shape, 2, pp=1, tp=2, microbatches=1, schedule="1f1b", precision="fp32", micro_batch=4,
                              vocab_parallel=True)
-    # 4 all-reduces per layer, the embedding's and the head's, and the logits (17 rows padded to 18) gathered
-    assert row["tp_vocab_bytes_per_microbatch"] == (2 * 4 * 8 * 16 + 4 * 8 * 18 / 2) * 4
+    # 4 all-reduces per layer, the embedding's and the head's (4 x 8 x 16 values each, all of them
+    # per rank at T = 2), and the cross-entropy's: 33 values gathered from the other rank, 2 x 32 all-reduced
+    assert row["tp_vocab_bytes_per_microbatch"] == (2 * 4 * 8 * 16 + 33 + 64) * 4
     assert measured == [row["tp_bytes_per_step"]] * 2

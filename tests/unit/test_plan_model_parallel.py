@@ -19,7 +19,9 @@ def test_tensor_parallel_bytes_are_four_all_reduces_per_layer():
     split = model_parallel_row(gpt, 2, pp=1, tp=2, microbatches=1, schedule="1f1b", precision="fp32", micro_batch=16,
                                vocab_parallel=True)
     assert split["params_per_rank"] == row["params_per_rank"] - 96 * 128 / 2  # half the tied embedding's rows
-    assert split["tp_bytes_per_step"] == 16_777_216 + (2 * 16 * 128 * 128 + 16 * 128 * 96 / 2) * 4
+    # the embedding's and the head's all-reduces, and the split cross-entropy's: 2048 row maxima and a
+    # width from the other rank, 2 x 2048 values all-reduced (the logits, 96 a token, never move)
+    assert split["tp_bytes_per_step"] == 16_777_216 + (2 * 16 * 128 * 128 + 2049 + 2 * 2048) * 4
 
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "interleaved-1f1b"])

@@ -45,7 +45,8 @@ def add_parser(subparsers) -> None:
     mp.add_argument("--pp", type=positive_int, default=1, help="pipeline stages")
     mp.add_argument("--tp", type=positive_int, default=1, help="tensor-parallel ranks per stage")
     mp.add_argument("--tp-vocab", action="store_true",
-                    help="the token embedding and tied head split by vocabulary rows over --tp ranks")
+                    help="the token embedding and tied head split by vocabulary rows over --tp ranks, "
+                         "the cross-entropy computed over the split logits (as 'shardwise train --tp-vocab')")
     mp.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: pp)")
     mp.add_argument("--schedule", default="1f1b", choices=["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
                     help="pipeline schedule (decides the activations a rank keeps and the bubble)")

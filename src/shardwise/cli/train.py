@@ -51,7 +51,8 @@ def add_parser(subparsers) -> None:
                         "meeting by --strategy ddp, zero1 or zero2")
     p.add_argument("--tp", type=positive_int, default=DEFAULTS.strategy.tp, help="tensor-parallel ranks per stage")
     p.add_argument("--tp-vocab", action="store_true",
-                   help="with --tp: split the token embedding and its tied output head by vocabulary rows too")
+                   help="with --tp: split the token embedding and its tied output head by vocabulary rows "
+                        "too, the logits left split and the cross-entropy computed over them (Megatron-LM)")
     p.add_argument("--microbatches", type=positive_int, default=None, help="pipeline micro-batches per step (default: --pp)")
     p.add_argument("--schedule", default=None, choices=["gpipe", "1f1b", "interleaved-1f1b", "zb-h1"],
                    help="pipeline schedule (default 1f1b)")

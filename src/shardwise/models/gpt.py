@@ -161,15 +161,18 @@ class GPT(nn.Module):
         """Random token ids [batch, block_size] (pipeline split="auto" times the layers on them)."""
         return torch.randint(self.config.vocab_size, (batch, self.config.block_size), generator=generator)
 
-    def tensor_parallel_plan(self, vocab: bool = False) -> dict[str, str]:
+    def tensor_parallel_plan(self, vocab: bool = False, split_logits: bool = False) -> dict[str, str]:
         """Megatron-LM's split (Shoeybi et al. 2019): attention by heads (q, k and v column-wise
         in three parts, the output projection row-wise), the MLP's up projection column-wise and
         its down projection row-wise; norms replicated, and the token embedding with its tied
-        head replicated too, or (`vocab`) split by vocabulary rows."""
+        head replicated too, or (`vocab`) split by vocabulary rows, the head's logits gathered
+        whole or (`split_logits`) left split for `vocab_parallel_cross_entropy`."""
+        if split_logits and not vocab:
+            raise ConfigError("split_logits leaves the vocabulary-parallel head's logits split: add vocab=True")
         plan = {"blocks.*.attn.qkv_proj": "colwise:3", "blocks.*.attn.out_proj": "rowwise",
                 "blocks.*.mlp.up_proj": "colwise", "blocks.*.mlp.down_proj": "rowwise"}
         if vocab:
-            plan.update({"token_embedding": "vocab", "lm_head": "vocab"})
+            plan.update({"token_embedding": "vocab", "lm_head": "vocab-split" if split_logits else "vocab"})
         return plan
 
     def num_params(self) -> int:

@@ -16,8 +16,10 @@ sequence s, vocabulary V, with b sequences per micro-batch and M micro-batches p
   activation sent down and one gradient up at each stage boundary (s·b·h values each).
 - with the vocabulary split (`vocab_parallel`, [Note: vocabulary parallel]): the token embedding
   and its tied head hold V·h/T each, and per micro-batch the embedding's all-reduce and the
-  head's input-gradient all-reduce (s·b·h values each) and the gather of the logits (s·b·V'
-  values, V' = V rounded up to a multiple of T, (T-1)/T of them received per rank) are added.
+  head's input-gradient all-reduce (s·b·h values each) are added, with the cross-entropy over
+  the split logits (as `shardwise train --tp-vocab` runs it): each rank's row maxima and width
+  gathered (s·b + 1 fp32 values from each rank) and the sums of exponentials and target logits
+  all-reduced (2·s·b fp32 values). Gathering the logits instead would move s·b·V·(T-1)/T values.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from ..pipeline.schedules import make_schedule
 from ..vocab import bytes_per_value
 from .formulas import model_states
 from .model_spec import ModelSpec
+
+_FP32 = 4  # bytes: the split cross-entropy exchanges fp32 whatever the precision
 
 
 def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, microbatches: int, schedule: str,
@@ -66,9 +70,10 @@ def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, micr
     tp_per_layer = 4 * ring * values * act
     vocab_bytes = 0.0
     if vocab_parallel:  # the embedding's and the head's all-reduces, on the first and last stage
-        padded = math.ceil(V / tp) * tp
+        tokens = s * micro_batch
         embedding = ring * values * act
-        head = (ring * values + (tp - 1) / tp * s * micro_batch * padded) * act
+        cross_entropy = ((tp - 1) * (tokens + 1) + ring * 2 * tokens) * _FP32
+        head = ring * values * act + cross_entropy
         vocab_bytes = embedding + head if pp == 1 else max(embedding, head)  # first and last stage apart
     tp_bytes = (tp_per_layer * layers_per_rank + vocab_bytes) * microbatches
     pp_bytes = 2 * values * act * microbatches if pp > 1 else 0.0

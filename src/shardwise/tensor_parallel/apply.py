@@ -11,13 +11,15 @@ from .plan import parse_style, shard_indices, style_of
 from .vocab import VocabParallelEmbedding, VocabParallelLinear
 
 
-def resolve_plan(module: nn.Module, plan: dict[str, str] | None, vocab: bool = False) -> dict[str, str]:
+def resolve_plan(module: nn.Module, plan: dict[str, str] | None, vocab: bool = False,
+                 split_logits: bool = False) -> dict[str, str]:
     if plan is None:
         if not hasattr(module, "tensor_parallel_plan"):
             raise ConfigError(f"TensorParallel needs a plan for {type(module).__name__}: pass plan={{'pattern': "
-                              f"'colwise' | 'colwise:K' | 'rowwise' | 'replicate' | 'vocab'}} (module-name patterns)")
+                              f"'colwise' | 'colwise:K' | 'rowwise' | 'replicate' | 'vocab' | 'vocab-split'}} (module-name patterns)")
         try:
-            plan = module.tensor_parallel_plan(vocab=True) if vocab else module.tensor_parallel_plan()
+            plan = (module.tensor_parallel_plan(vocab=True, split_logits=split_logits) if vocab
+                    else module.tensor_parallel_plan())
         except TypeError:
             raise ConfigError(f"{type(module).__name__}'s tensor-parallel plan has no vocabulary split: drop "
                               f"vocab=True (--tp-vocab), or pass a plan with 'vocab' styles") from None
@@ -49,9 +51,9 @@ def split_linears(module: nn.Module, plan: dict[str, str], group, size: int, ran
         kind, parts = parse_style(style)
         if kind == "replicate":
             continue
-        if kind == "vocab":
+        if kind in ("vocab", "vocab-split"):
             matched += 1
-            new = _vocab_parallel(name, sub, group, size, rank, replaced)
+            new = _vocab_parallel(name, sub, group, size, rank, replaced, gather=kind == "vocab")
             index = tuple(range(new.start, new.end))
             slices[id(new.weight)] = Slice(tuple(sub.weight.shape), 0, index)
             if getattr(new, "bias", None) is not None:
@@ -89,11 +91,15 @@ def split_linears(module: nn.Module, plan: dict[str, str], group, size: int, ran
     return replaced, slices
 
 
-def _vocab_parallel(name: str, sub: nn.Module, group, size: int, rank: int, replaced: dict):
+def _vocab_parallel(name: str, sub: nn.Module, group, size: int, rank: int, replaced: dict, gather: bool = True):
     """A vocabulary-parallel embedding or output layer ([Note: vocabulary parallel]); a weight
     already split (tied to an embedding or head split before it) is shared, not copied."""
     if not isinstance(sub, (nn.Embedding, nn.Linear)):
         raise ConfigError(f"tensor-parallel plan splits '{name}' vocab, but it is a {type(sub).__name__}, "
                           f"not an nn.Embedding or nn.Linear")
-    make = VocabParallelEmbedding if isinstance(sub, nn.Embedding) else VocabParallelLinear
-    return make(sub, group, size, rank, weight=replaced.get(id(sub.weight)))
+    if isinstance(sub, nn.Embedding):
+        if not gather:
+            raise ConfigError(f"'vocab-split' leaves an output layer's logits split; '{name}' is an nn.Embedding: "
+                              f"give it the style 'vocab'")
+        return VocabParallelEmbedding(sub, group, size, rank, weight=replaced.get(id(sub.weight)))
+    return VocabParallelLinear(sub, group, size, rank, weight=replaced.get(id(sub.weight)), gather=gather)

@@ -12,7 +12,7 @@ from .plan import parse_style
 @dataclass(frozen=True)
 class TensorParallel(StrategyDefaults):
     """Split the model's Linear layers over `size` ranks following `plan` (module-name pattern
-    -> "colwise", "colwise:K", "rowwise", "replicate" or "vocab"; None: the model's own
+    -> "colwise", "colwise:K", "rowwise", "replicate", "vocab" or "vocab-split"; None: the model's own
     `tensor_parallel_plan()`, which the built-in GPT has). See [Note: tensor-parallel plan]."""
 
     size: int = 2
@@ -20,6 +20,10 @@ class TensorParallel(StrategyDefaults):
     vocab: bool = False
     """With plan=None: the model's plan with its embedding and tied output head split by
     vocabulary rows (`tensor_parallel_plan(vocab=True)`; [Note: vocabulary parallel])."""
+    split_logits: bool = False
+    """With vocab=True: the head's logits stay split over the ranks (Megatron-LM's parallel output)
+    instead of gathered; `loss_fn` then gets this rank's columns, for
+    `vocab_parallel_cross_entropy(logits, targets, model.tp_group)`."""
 
     name = "tensor-parallel"
 
@@ -34,6 +38,9 @@ class TensorParallel(StrategyDefaults):
             if self.vocab:
                 raise ConfigError("TensorParallel(vocab=True) asks the model for its plan: with plan=..., "
                                   "give the embedding and head the style 'vocab' in it instead")
+        if self.split_logits and not self.vocab:
+            raise ConfigError("TensorParallel(split_logits=True) leaves the vocabulary-parallel head's logits split: "
+                              "add vocab=True (or, with a plan, give the head the style 'vocab-split')")
 
     trains_by_step = True
 
@@ -41,7 +48,8 @@ class TensorParallel(StrategyDefaults):
         return 1
 
     def __str__(self) -> str:
-        return f"tensor-parallel(size={self.size}{', vocab' if self.vocab else ''})"
+        vocab = (", vocab, split logits" if self.split_logits else ", vocab") if self.vocab else ""
+        return f"tensor-parallel(size={self.size}{vocab})"
 
     def wrap(self, module, optimizer, group=None):
         from ..runtime import env

@@ -23,7 +23,8 @@ def split_model(module: nn.Module, config, group) -> tuple[dict, dict, dict[str,
     group = comm.default_group(group)
     size, rank = comm.group_size(group), dist.get_rank(group)
     shapes = {name: tuple(p.shape) for name, p in module.named_parameters() if p.requires_grad}
-    replaced, slices = split_linears(module, resolve_plan(module, config.plan, config.vocab), group, size, rank)
+    plan = resolve_plan(module, config.plan, config.vocab, config.split_logits)
+    replaced, slices = split_linears(module, plan, group, size, rank)
     return replaced, slices, shapes
 
 
@@ -56,6 +57,11 @@ class TensorParallelModule(StrategyModule):
         super().__init__(module)
         self.group, self.slices, self.shapes, self.dp_group = group, slices, shapes, dp_group
         self.tp_rank = dist.get_rank(group)
+
+    @property
+    def tp_group(self):
+        """The tensor-parallel group (for a loss over split logits, `vocab_parallel_cross_entropy`)."""
+        return self.group
 
     def train_step(self, inputs, targets, loss_fn) -> torch.Tensor:
         loss = loss_fn(self(inputs), targets)

@@ -25,14 +25,14 @@ import fnmatch
 from ..errors import ConfigError
 from ..flat.ranges import even_range
 
-STYLES = ("colwise", "rowwise", "replicate", "vocab")
+STYLES = ("colwise", "rowwise", "replicate", "vocab", "vocab-split")
 
 
 def parse_style(style: str) -> tuple[str, int]:
-    """("colwise", parts) / ("rowwise", 1) / ("replicate", 1) / ("vocab", 1)."""
+    """("colwise", parts) / ("rowwise", 1) / ("replicate", 1) / ("vocab", 1) / ("vocab-split", 1)."""
     kind, _, parts = str(style).partition(":")
     if kind not in STYLES or (parts and kind != "colwise"):
-        raise ConfigError(f"tensor-parallel style must be one of colwise, colwise:K, rowwise, replicate, vocab; "
+        raise ConfigError(f"tensor-parallel style must be one of colwise, colwise:K, rowwise, replicate, vocab, vocab-split; "
                           f"got '{style}'")
     try:
         count = int(parts) if parts else 1

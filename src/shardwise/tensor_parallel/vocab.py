@@ -13,7 +13,10 @@ so no rank holds the whole V x C table, the largest matrix of a small language m
   gather's backward keeps this rank's columns of the logits' gradient, which every rank computed
   alike from the same whole logits. A head tied to a vocabulary-parallel embedding (GPT's
   `lm_head.weight is token_embedding.weight`) stays tied: both hold the same rows of one Parameter.
-- Cross-entropy over logits left split ("colwise" head): `vocab_parallel_cross_entropy` never
+- Output layer with its logits left split (style "vocab-split", Megatron-LM's parallel output):
+  the same layer without the gather; each rank's logits are its own vocabulary columns, for a
+  loss that works on them. The built-in job's `--tp-vocab` uses it with the cross-entropy below.
+- Cross-entropy over logits left split ("vocab-split" or "colwise" head): `vocab_parallel_cross_entropy` never
   gathers the B x T x V logits; it exchanges three numbers per token instead (the max,
   the sum of exponentials, the target's logit) and returns the per-token loss, whose gradient is
   softmax minus one-hot on this rank's columns.
@@ -91,11 +94,13 @@ class _GatherColumns(torch.autograd.Function):
 
 
 class VocabParallelLinear(nn.Module):
-    """This rank's rows (output features) of a Linear onto the vocabulary; whole logits out."""
+    """This rank's rows (output features) of a Linear onto the vocabulary; whole logits out, or
+    (`gather=False`) this rank's columns of them."""
 
-    def __init__(self, linear: nn.Linear, group, size: int, rank: int, weight: nn.Parameter | None = None):
+    def __init__(self, linear: nn.Linear, group, size: int, rank: int, weight: nn.Parameter | None = None,
+                 gather: bool = True):
         super().__init__()
-        self.group, self.size, self.rank = group, size, rank
+        self.group, self.size, self.rank, self.gather = group, size, rank, gather
         self.vocab, self.in_features = linear.out_features, linear.in_features
         self.start, self.end = vocab_range(self.vocab, size, rank)
         self.widths = [end - start for start, end in even_ranges(self.vocab, size)]
@@ -106,10 +111,11 @@ class VocabParallelLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         local = F.linear(copy_to_region(x, self.group), self.weight, self.bias)
-        return _GatherColumns.apply(local, self.group, self.widths, self.rank)
+        return _GatherColumns.apply(local, self.group, self.widths, self.rank) if self.gather else local
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, rows {self.start}:{self.end} of {self.vocab}"
+        split = "" if self.gather else ", logits left split"
+        return f"in={self.in_features}, rows {self.start}:{self.end} of {self.vocab}{split}"
 
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):

@@ -19,6 +19,7 @@ from ..strategy.state import full_state_dict
 from ..mesh.config import Mesh
 from ..models.gpt import lm_loss
 from ..pipeline.config import Pipeline
+from ..tensor_parallel import vocab_parallel_cross_entropy
 from ..runtime import env
 from ..data.sampler import rank_slice
 from .cases import CASES, GLOBAL_BATCH
@@ -40,11 +41,12 @@ def train_steps_on_rank(run: Run, save: str | None = None, load: str | None = No
     start = load_checkpoint(load, model, optimizer)["step"] if load else 0
     losses = []
     mine = rank_slice(GLOBAL_BATCH, env.data_parallel_rank(), env.data_parallel_size())
+    criterion = _criterion(run, model)
     for step in range(start, start + run.steps):
         x, y = case.batch(step)
         with computing(run):
             if by_step:
-                loss = model.train_step(x[mine], y[mine], CRITERIA[run.case])
+                loss = model.train_step(x[mine], y[mine], criterion)
             else:
                 loss = case.loss(model, x[mine], y[mine])
                 loss.backward()
@@ -54,6 +56,17 @@ def train_steps_on_rank(run: Run, save: str | None = None, load: str | None = No
     if save:
         save_checkpoint(save, model, optimizer, extra={"step": start + run.steps})
     return {"losses": losses, "state": full_state_dict(model)}
+
+
+def _criterion(run: Run, model):
+    """The case's loss; over split logits (a 'vocab-split' head) the vocabulary-parallel
+    cross-entropy, which gives the same loss and gradients."""
+    strategy = resolve_strategy(run.strategy)
+    tensor = strategy.tensor_config() if isinstance(strategy, Mesh) else strategy
+    if not getattr(tensor, "split_logits", False):
+        return CRITERIA[run.case]
+    group = model.tp_group
+    return lambda logits, targets: vocab_parallel_cross_entropy(logits, targets, group).mean()
 
 
 def batch_pieces(strategy) -> int:

@@ -106,7 +106,8 @@ class StrategyConfig:
     tp: int = 1
     """Tensor-parallel ranks per stage."""
     tp_vocab: bool = False
-    """With --tp: the GPT's embedding and tied head split by vocabulary rows too."""
+    """With --tp: the GPT's embedding and tied head split by vocabulary rows too, the logits left
+    split and the loss computed over them (`vocab_parallel_cross_entropy`)."""
     microbatches: int | None = None
     """Pipeline micro-batches per step (default: pp)."""
     schedule: str | None = None
@@ -177,7 +178,8 @@ class StrategyConfig:
                                  self.pp_split is not None):
             raise ConfigError("--microbatches, --schedule and --pp-split apply to pipelines: add --pp STAGES")
         return Mesh(dp=self.nproc // (self.pp * self.tp), pp=self.pp, tp=self.tp, dp_strategy=self.name,
-                    pipeline=pipeline, tensor=TensorParallel(size=self.tp, vocab=self.tp_vocab) if self.tp > 1 else None)
+                    pipeline=pipeline, tensor=TensorParallel(size=self.tp, vocab=self.tp_vocab, split_logits=self.tp_vocab)
+                    if self.tp > 1 else None)
 
 
 @dataclass

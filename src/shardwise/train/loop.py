@@ -142,7 +142,7 @@ def _train_step(config: TrainConfig, strategy, model, optimizer, batch, step: in
     started = time.perf_counter()
     if strategy.trains_by_step:  # pipeline / tensor parallel: the model runs forward and backward
         with _autocast(config, strategy):
-            loss = model.train_step(x, y, _lm_loss_fp32)  # already the mean over the replicas
+            loss = model.train_step(x, y, job_loss(model, config))  # already the mean over the replicas
     else:
         with _autocast(config, strategy):
             logits = model(x)
@@ -179,6 +179,17 @@ def _train_step(config: TrainConfig, strategy, model, optimizer, batch, step: in
 
 def _lm_loss_fp32(logits, targets):
     return lm_loss(logits.float(), targets)
+
+
+def job_loss(model, config: TrainConfig):
+    """The job's loss on what `train_step` hands it: whole logits, or under --tp-vocab this rank's
+    vocabulary columns, whose cross-entropy is computed split ([Note: vocabulary parallel])."""
+    if not config.strategy.tp_vocab:
+        return _lm_loss_fp32
+    from ..tensor_parallel import vocab_parallel_cross_entropy
+
+    group = model.tp_group
+    return lambda logits, targets: vocab_parallel_cross_entropy(logits.float(), targets, group).mean()
 
 
 def _show_progress(bar, config: TrainConfig, mean_loss: float, measured: Measured) -> None:
@@ -263,7 +274,8 @@ def _evaluate_by_steps(model, corpus, config: TrainConfig) -> float:
     microbatches = config.strategy.microbatches or config.strategy.pp
     size = microbatches * -(-8 // microbatches)
     batches = random_eval_batches(corpus.val, config.model.block_size, size, config.data.eval_batches, seed=1234)
-    return sum(float(model.eval_step(x, y, _lm_loss_fp32)) for x, y in batches) / len(batches)
+    loss_fn = job_loss(model, config)
+    return sum(float(model.eval_step(x, y, loss_fn)) for x, y in batches) / len(batches)
 
 
 def checkpoint_dir(path: str) -> str:
