@@ -13,7 +13,11 @@ sequence s, vocabulary V, with b sequences per micro-batch and M micro-batches p
 - the bubble (P-1)/(v·M + P-1).
 - tensor-parallel communication: per layer per micro-batch 4 all-reduces (2 forward, 2 backward)
   of s·b·h values, 2(T-1)/T of their bytes each per rank; pipeline: per micro-batch one
-  activation sent down and one gradient up at each stage boundary (s·b·h values each).
+  activation sent down and one gradient up at each stage boundary (s·b·h values each). Values
+  are counted in the dtypes shardwise sends them: in fp32, or under 16-bit autocast (parameters
+  fp32) the forward's two sums of row-parallel products in 16 bits, while the backward's two
+  input gradients (of fp32 LayerNorm outputs), the embedding's and head's sums and the pipeline's
+  residual stream stay fp32.
 - with the vocabulary split (`vocab_parallel`, [Note: vocabulary parallel]): the token embedding
   and its tied head hold V·h/T each, and per micro-batch the embedding's all-reduce and the
   head's input-gradient all-reduce (s·b·h values each) are added, with the cross-entropy over
@@ -33,7 +37,7 @@ from ..vocab import bytes_per_value
 from .formulas import model_states
 from .model_spec import ModelSpec
 
-_FP32 = 4  # bytes: the split cross-entropy exchanges fp32 whatever the precision
+_FP32 = 4  # bytes of what stays fp32 under autocast (see the module's docstring)
 
 
 def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, microbatches: int, schedule: str,
@@ -67,16 +71,16 @@ def model_parallel_row(model: ModelSpec, world_size: int, pp: int, tp: int, micr
     activations = stored * layers_per_rank * per_layer
     values = s * micro_batch * h
     ring = 2 * (tp - 1) / tp
-    tp_per_layer = 4 * ring * values * act
+    tp_per_layer = ring * values * (2 * act + 2 * _FP32)  # forward sums in the compute dtype, backward fp32
     vocab_bytes = 0.0
     if vocab_parallel:  # the embedding's and the head's all-reduces, on the first and last stage
         tokens = s * micro_batch
-        embedding = ring * values * act
+        embedding = ring * values * _FP32
         cross_entropy = ((tp - 1) * (tokens + 1) + ring * 2 * tokens) * _FP32
-        head = ring * values * act + cross_entropy
+        head = ring * values * _FP32 + cross_entropy
         vocab_bytes = embedding + head if pp == 1 else max(embedding, head)  # first and last stage apart
     tp_bytes = (tp_per_layer * layers_per_rank + vocab_bytes) * microbatches
-    pp_bytes = 2 * values * act * microbatches if pp > 1 else 0.0
+    pp_bytes = 2 * values * _FP32 * microbatches if pp > 1 else 0.0
     return {
         "world_size": world_size, "dp": dp, "pp": pp, "tp": tp, "schedule": schedule if pp > 1 else "-",
         "microbatches": microbatches, "dp_strategy": dp_strategy,

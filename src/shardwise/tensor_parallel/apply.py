@@ -17,12 +17,14 @@ def resolve_plan(module: nn.Module, plan: dict[str, str] | None, vocab: bool = F
         if not hasattr(module, "tensor_parallel_plan"):
             raise ConfigError(f"TensorParallel needs a plan for {type(module).__name__}: pass plan={{'pattern': "
                               f"'colwise' | 'colwise:K' | 'rowwise' | 'replicate' | 'vocab' | 'vocab-split'}} (module-name patterns)")
+        options = {"vocab": True, "split_logits": True} if split_logits else {"vocab": True} if vocab else {}
         try:
-            plan = (module.tensor_parallel_plan(vocab=True, split_logits=split_logits) if vocab
-                    else module.tensor_parallel_plan())
+            plan = module.tensor_parallel_plan(**options)
         except TypeError:
-            raise ConfigError(f"{type(module).__name__}'s tensor-parallel plan has no vocabulary split: drop "
-                              f"vocab=True (--tp-vocab), or pass a plan with 'vocab' styles") from None
+            missing = "leaves no logits split" if split_logits else "has no vocabulary split"
+            raise ConfigError(f"{type(module).__name__}'s tensor-parallel plan {missing} (its tensor_parallel_plan "
+                              f"takes no {', '.join(options)}): pass a plan with 'vocab' and 'vocab-split' styles "
+                              f"instead") from None
     if not isinstance(plan, dict) or not plan:
         raise ConfigError(f"a tensor-parallel plan is a non-empty dict of module-name pattern -> style, got {plan!r}")
     for style in plan.values():

@@ -39,8 +39,8 @@ class TensorParallel(StrategyDefaults):
                 raise ConfigError("TensorParallel(vocab=True) asks the model for its plan: with plan=..., "
                                   "give the embedding and head the style 'vocab' in it instead")
         if self.split_logits and not self.vocab:
-            raise ConfigError("TensorParallel(split_logits=True) leaves the vocabulary-parallel head's logits split: "
-                              "add vocab=True (or, with a plan, give the head the style 'vocab-split')")
+            how = "give the head the style 'vocab-split' in the plan instead" if self.plan is not None else "add vocab=True"
+            raise ConfigError(f"TensorParallel(split_logits=True) leaves the vocabulary-parallel head's logits split: {how}")
 
     trains_by_step = True
 

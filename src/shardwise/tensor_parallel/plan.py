@@ -13,6 +13,8 @@ A plan maps module-name patterns (fnmatch: "blocks.*.mlp.up_proj") to how each m
 - "vocab": an `nn.Embedding`'s rows, or the rows of an `nn.Linear` onto the vocabulary, split
   over the ranks; the embedding's lookups are summed, the head's logits gathered whole
   ([Note: vocabulary parallel] in vocab.py). A head tied to the embedding stays tied.
+- "vocab-split": an output `nn.Linear` split as "vocab", its logits left split (each rank its
+  own vocabulary columns) for a loss such as `vocab_parallel_cross_entropy`.
 A column-wise layer followed by a row-wise one needs one all-reduce in forward (after the
 row-wise layer) and one in backward (the column-wise layer's input gradient): Megatron's g and
 f operators.

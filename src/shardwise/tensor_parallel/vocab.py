@@ -125,7 +125,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         flat = logits.reshape(-1, width).float()
         target = targets.reshape(-1)
         # each rank's row maxima (a shift common to every rank: the max over all columns) and, last, its width
-        mine = torch.cat([flat.max(dim=-1).values, torch.tensor([float(width)])])
+        mine = torch.cat([flat.max(dim=-1).values, torch.tensor([float(width)], device=flat.device)])
         gathered = torch.empty((comm.group_size(group), mine.numel()), dtype=mine.dtype, device=mine.device)
         comm.all_gather(gathered.view(-1), mine, group=group)
         start = _own_columns(gathered[:, -1].long().tolist(), dist.get_rank(group))
@@ -159,13 +159,13 @@ def _own_columns(widths: list[int], rank: int) -> int:
     vocab = sum(widths)
     if widths != [end - start for start, end in even_ranges(vocab, len(widths))]:
         raise ConfigError(f"logits of widths {widths} over the tensor-parallel ranks are not the even split of a "
-                          f"vocabulary of {vocab}: split the output layer with 'colwise'")
+                          f"vocabulary of {vocab}: split the output layer with 'vocab-split' or 'colwise'")
     return vocab_range(vocab, len(widths), rank)[0]
 
 
 def vocab_parallel_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, group=None) -> torch.Tensor:
     """Per-token cross-entropy of logits split over the tensor-parallel `group` along their last
-    dimension in contiguous ranges (a "colwise" output layer): the same values and gradients as
+    dimension in contiguous ranges (a "vocab-split" or "colwise" output layer): the same values and gradients as
     `F.cross_entropy(whole_logits, targets, reduction="none")`, without gathering the logits
     (see [Note: vocabulary parallel]). Every rank passes the same `targets`; take `.mean()` for
     the usual loss."""

@@ -170,8 +170,8 @@ class StrategyConfig:
         if given:
             raise ConfigError(f"--{next(iter(given)).replace('_', '-')} does not apply with --pp/--tp")
         if self.precision == "fp16":
-            raise ConfigError("--pp/--tp train in fp32 or bf16 (fp16 needs a loss scaler, which only ZeRO has): "
-                              "use --precision bf16")
+            raise ConfigError("--pp/--tp train in fp32 or bf16 (fp16 needs a loss scaler, which the mesh does not "
+                              "have): use --precision bf16")
         pipeline = Pipeline(stages=self.pp, microbatches=self.microbatches or self.pp,
                             schedule=self.schedule or "1f1b", split=self.pipeline_split()) if self.pp > 1 else None
         if pipeline is None and (self.microbatches is not None or self.schedule is not None or
