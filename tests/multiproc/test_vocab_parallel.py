@@ -120,3 +120,15 @@ def test_planner_counts_the_bytes_the_vocabulary_split_moves():
     # per rank at T = 2), and the cross-entropy's: 33 values gathered from the other rank, 2 x 32 all-reduced
     assert row["tp_vocab_bytes_per_microbatch"] == (2 * 4 * 8 * 16 + 33 + 64) * 4
     assert measured == [row["tp_bytes_per_step"]] * 2
+
+
+def test_a_model_plan_without_split_logits_still_serves_vocab():
+    from shardwise.tensor_parallel.apply import resolve_plan
+
+    class Older(nn.Module):
+        def tensor_parallel_plan(self, vocab=False):
+            return {"head": "vocab"} if vocab else {"head": "replicate"}
+
+    assert resolve_plan(Older(), None, vocab=True) == {"head": "vocab"}
+    with pytest.raises(ConfigError, match="leaves no logits split"):
+        resolve_plan(Older(), None, vocab=True, split_logits=True)
