@@ -99,3 +99,22 @@ def test_plan_predicts_bench_within_5_percent(world_size, tmp_path):
                 (name, rank)
         assert entry["parity"], name
     assert report["configs"]["zero3"]["model_state_split"]["other"] == report["configs"]["zero3"]["buffer_bytes"]
+
+
+@pytest.mark.timeout(120)
+def test_compress_adds_the_compressed_and_periodic_variants_beside_pytorchs(tmp_path):
+    from shardwise.bench.config import COMPRESS_COMPARISON
+
+    report_path = tmp_path / "bench.json"
+    done = shardwise("bench", "--compress", "--width", "64", "--depth", "2", "--steps", "8", "--warmup", "1",
+                     "--rss", "shared", "--json", str(report_path), "--out", str(tmp_path / "out"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "| config | step ms (/ torch_ddp) | comm MB/step | fewer bytes than ddp | loss after the same steps |" in done.stdout
+    report = json.loads(report_path.read_text())
+    assert tuple(report["configs"]) == COMPRESS_COMPARISON
+    params_bytes = 4 * 2 * (64 * 64 + 64)
+    configs = report["configs"]
+    assert max(configs["ddp"]["comm_bytes_per_step"]) == params_bytes
+    assert max(configs["local_sgd"]["comm_bytes_per_step"]) == params_bytes / 8  # one average in 8 timed steps
+    # shardwise's post-local SGD and PyTorch's train alike up to their averaging phase
+    assert configs["local_sgd"]["final_loss"] == pytest.approx(configs["torch_post_local_sgd"]["final_loss"], rel=2e-3)

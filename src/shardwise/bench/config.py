@@ -11,14 +11,26 @@ from .cases import MODEL_KINDS, ModelCase
 TORCH_CONFIGS = ("torch_ddp", "torch_zero1", "torch_fsdp2")
 SHARDWISE_CONFIGS = ("ddp", "zero1", "zero2", "zero3")
 CONFIG_NAMES = TORCH_CONFIGS + SHARDWISE_CONFIGS
-COMPRESSED_CONFIGS = ("torch_ddp_fp16", "torch_ddp_powersgd", "ddp_fp16", "ddp_bf16", "ddp_int8", "ddp_topk",
-                      "ddp_powersgd", "local")
-"""Asked for by name only (not in 'all'): PyTorch DDP with its fp16 and PowerSGD (rank 2) comm
-hooks, shardwise DDP with compression (top-k at 1%, PowerSGD rank 2), and 'local': each rank
-trains alone, no communication at all (the floor any data-parallel step time is measured against).
+COMPRESSED_CONFIGS = ("torch_ddp_fp16", "torch_ddp_powersgd", "torch_post_local_sgd", "ddp_fp16", "ddp_bf16",
+                      "ddp_int8", "ddp_topk", "ddp_powersgd", "local_sgd", "diloco", "local")
+"""Asked for by name or with --compress (not in 'all'): PyTorch DDP with its fp16 and PowerSGD
+(rank 2) comm hooks and post-local SGD (PostLocalSGDOptimizer + PeriodicModelAverager, period 8
+after 2 synchronous steps), shardwise DDP with compression (top-k at 1%, PowerSGD rank 2),
+LocalSGD (the same period and warm-up) and DiLoCo (8 inner steps), and 'local': each rank trains
+alone, no communication at all (the floor any data-parallel step time is measured against).
 They do not train like the baseline, so their parity column says how far they are, without a
 verdict."""
 KNOWN_CONFIGS = CONFIG_NAMES + COMPRESSED_CONFIGS
+COMPRESS_COMPARISON = ("torch_ddp", "local", "ddp", "torch_ddp_fp16", "ddp_fp16", "ddp_bf16", "ddp_int8", "ddp_topk",
+                       "torch_ddp_powersgd", "ddp_powersgd", "torch_post_local_sgd", "local_sgd", "diloco")
+"""What `--compress` runs: each PyTorch peer beside shardwise's counterpart, DDP and the floor."""
+
+
+def with_compression(configs: tuple[str, ...] | None) -> tuple[str, ...]:
+    """--compress: the given configurations (default: PyTorch DDP, the floor and DDP) and then
+    every compressed and periodic variant not among them."""
+    base = tuple(configs) if configs else COMPRESS_COMPARISON[:3]
+    return base + tuple(name for name in COMPRESS_COMPARISON if name not in base)
 
 
 def is_exact(name: str) -> bool:

@@ -84,6 +84,27 @@ def continuous_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def compression_table(report: dict) -> str:
+    """What each configuration sends and what it costs in step time and in loss after the same
+    steps. PyTorch's configurations are not counted by shardwise's comm layer: '-'."""
+    baseline = report["baseline"]
+    reference = report["configs"][baseline]
+    sent = {name: 0 if name == "local" else max(entry["comm_bytes_per_step"])
+            if entry["comm_bytes_per_step"] is not None else None for name, entry in report["configs"].items()}
+    full = sent.get("ddp") or sent.get(baseline)
+    head = ["config", f"step ms (/ {baseline})", "comm MB/step", "fewer bytes than ddp", "loss after the same steps",
+            f"loss vs {baseline}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in report["configs"].items():
+        nbytes = sent[name]
+        fewer = "-" if nbytes is None or not full else "no communication" if nbytes == 0 else f"{full / nbytes:.1f}x"
+        gap = (entry["final_loss"] - reference["final_loss"]) / abs(reference["final_loss"])
+        cells = [name, f"{entry['median_ms']:.1f} ({entry['ratio_to_baseline']:.3f})",
+                 "-" if nbytes is None else megabytes(nbytes), fewer, f"{entry['final_loss']:.4f}", f"{gap:+.2%}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def heaviest_rank(entry: dict) -> int:
     """The rank holding the most model-state bytes: the one that decides whether a model fits."""
     totals = entry["model_state_bytes"]

@@ -94,8 +94,9 @@ def add_separate_timing(entries: dict[str, dict], separate: dict[str, list[list[
 
 
 def comm_summary(per_rank_logs: list[list[dict]]) -> dict:
-    """Median bytes per timed step on each rank, and rank 0's median by collective kind."""
-    per_rank = [median([step["total"] for step in log]) for log in per_rank_logs]
+    """Mean bytes per timed step on each rank (periodic strategies send every few steps), and
+    rank 0's median by collective kind."""
+    per_rank = [sum(step["total"] for step in log) / len(log) for log in per_rank_logs]
     first = per_rank_logs[0]
     kinds = [kind for kind in first[0] if kind != "total" and any(step[kind] for step in first)]
     return {

@@ -5,6 +5,7 @@
     torch_fsdp2  torch.distributed.fsdp.fully_shard on each unit (each Linear of the MLP, each
                  transformer block of the GPT), then on the root, over a 1-D CPU DeviceMesh
     ddp, zero1, zero2, zero3   sw.wrap(..., strategy=name) with default knobs
+    compressed and periodic ones: see config.COMPRESSED_CONFIGS
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
-from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, post_localSGD_hook, powerSGD_hook
+from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+from torch.distributed.optim import PostLocalSGDOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
 from ..api import resolve_strategy, wrap
 from ..compress.powersgd import PowerSGD
 from ..ddp import DDP
+from ..localsgd import DiLoCo, LocalSGD
 from ..strategy.module import strategy_module
 from ..strategy.state import full_state_dict
 from .cases import ModelCase
@@ -34,7 +38,11 @@ SHARDWISE_COMPRESSED = {
     "ddp_int8": lambda: DDP(compress="int8"),
     "ddp_topk": lambda: DDP(compress="topk:0.01"),
     "ddp_powersgd": lambda: DDP(compress=PowerSGD(rank=2, warmup_steps=2)),
+    "local_sgd": lambda: LocalSGD(period=LOCAL_PERIOD, warmup_steps=LOCAL_WARMUP),
+    "diloco": lambda: DiLoCo(inner_steps=LOCAL_PERIOD),
 }
+LOCAL_PERIOD, LOCAL_WARMUP = 8, 2
+"""Post-local SGD's period and synchronous warm-up steps, PyTorch's and shardwise's alike."""
 
 
 def is_shardwise(name: str) -> bool:
@@ -51,6 +59,21 @@ def zero_redundancy_optimizer(plain: torch.optim.Optimizer) -> ZeroRedundancyOpt
         for group in plain.param_groups
     ]
     return ZeroRedundancyOptimizer(groups, optimizer_class=cls, **defaults)
+
+
+def post_local_sgd(module: nn.Module, plain: torch.optim.Optimizer):
+    """PyTorch's post-local SGD as its documentation builds it: DDP whose gradient all-reduce
+    stops after the warm-up (its subgroups hold one rank each, so there is nothing to reduce
+    within them), and PostLocalSGDOptimizer averaging the parameters every period."""
+    import torch.distributed as dist
+
+    subgroup, _ = dist.new_subgroups(group_size=1)
+    ddp = DistributedDataParallel(module)
+    state = post_localSGD_hook.PostLocalSGDState(process_group=None, subgroup=subgroup,
+                                                 start_localSGD_iter=LOCAL_WARMUP)
+    ddp.register_comm_hook(state, post_localSGD_hook.post_localSGD_hook)
+    averager = PeriodicModelAverager(period=LOCAL_PERIOD, warmup_steps=LOCAL_WARMUP)
+    return ddp, PostLocalSGDOptimizer(optim=plain, averager=averager)
 
 
 def build_variant(name: str, initial: nn.Module, case: ModelCase, mesh) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -71,6 +94,8 @@ def build_variant(name: str, initial: nn.Module, case: ModelCase, mesh) -> tuple
             state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=2, start_powerSGD_iter=2)
             ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
         return ddp, case.optimizer(module)
+    if name == "torch_post_local_sgd":
+        return post_local_sgd(module, case.optimizer(module))
     if name == "local":
         return module, case.optimizer(module)
     if name in SHARDWISE_COMPRESSED:

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ..bench.config import COMPRESSED_CONFIGS, CONFIG_NAMES, RSS_MODES, BenchConfig, parse_configs
+from ..bench.config import COMPRESSED_CONFIGS, CONFIG_NAMES, RSS_MODES, BenchConfig, parse_configs, with_compression
 from ..errors import ConfigError
 from ..paths import check_folder_writable, check_writable
 from .parser import non_negative_int, positive_int, positive_real
@@ -31,9 +31,13 @@ def add_parser(subparsers) -> None:
                    help="mlp: 8.4M-parameter MLP (or --width/--depth); gpt: the built-in GPT")
     p.add_argument("--width", type=positive_int, default=None, help="MLP width (with --depth: an MLP of that size)")
     p.add_argument("--depth", type=positive_int, default=None, help="MLP depth, Linear + GELU blocks")
-    p.add_argument("--configs", type=config_list, default="all",
+    p.add_argument("--configs", type=config_list, default=None,
                    help=f"comma-separated, in timing order, from: {', '.join(CONFIG_NAMES)} (all of these: 'all'), "
-                        f"and {', '.join(COMPRESSED_CONFIGS)}")
+                        f"and {', '.join(COMPRESSED_CONFIGS)} (default: all)")
+    p.add_argument("--compress", action="store_true",
+                   help="add the compressed and periodic variants beside PyTorch's comm hooks and post-local SGD "
+                        "(default configurations then: torch_ddp, local, ddp), with bytes per step, step time and "
+                        "the loss after the same steps")
     p.add_argument("--nproc", type=positive_int, default=DEFAULTS.nproc, help="local ranks")
     p.add_argument("--steps", type=positive_int, default=DEFAULTS.steps, help="timed steps per configuration")
     p.add_argument("--warmup", type=non_negative_int, default=DEFAULTS.warmup, help="untimed steps per configuration first")
@@ -55,13 +59,14 @@ def main(args) -> int:
     started = time.perf_counter()
     check_writable(args.json, "--json")
     check_folder_writable(args.out, "--out")
+    configs = with_compression(args.configs) if args.compress else (args.configs or CONFIG_NAMES)
     config = BenchConfig(
-        model=args.model, width=args.width, depth=args.depth, configs=args.configs, nproc=args.nproc,
+        model=args.model, width=args.width, depth=args.depth, configs=configs, nproc=args.nproc,
         steps=args.steps, warmup=args.warmup, block=args.block, batch=args.batch, seed=args.seed, rss=args.rss, out_dir=args.out,
         json_path=args.json, progress=not args.no_progress, timeout_s=args.timeout,
     )
     from ..bench.job import run_bench  # imports FSDP2 and friends: only when benchmarking
-    from ..bench.report import continuous_table, markdown_table, preamble, warnings
+    from ..bench.report import compression_table, continuous_table, markdown_table, preamble, warnings
 
     report = run_bench(config)
     print(preamble(report))
@@ -70,6 +75,9 @@ def main(args) -> int:
     print()
     print(continuous_table(report))
     print()
+    if any(name in COMPRESSED_CONFIGS for name in report["configs"]):
+        print(compression_table(report))
+        print()
     for line in warnings(report):
         print(line, file=sys.stderr)
     files = report["files"]

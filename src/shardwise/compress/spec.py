@@ -31,6 +31,8 @@ def compressor_from_spec(spec):
             return TopK(float(argument))
         if kind == "powersgd":
             return PowerSGD(int(argument))
+    except ConfigError as error:  # a well-formed name with a bad value: its own message says which
+        raise ConfigError(f"compress '{spec}': {error}") from None
     except ValueError:
         pass
     raise ConfigError(f"compress must be one of {', '.join(COMPRESS_NAMES)}, got '{spec}'")

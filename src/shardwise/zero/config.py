@@ -68,6 +68,9 @@ class ZeRO(StrategyDefaults):
             raise ConfigError("prefetch must be >= 0 and max_inflight >= 1")
         as_dtype(self.param_dtype)
         as_dtype(self.reduce_dtype)
+        for flag in ("quantized_gradients", "quantized_weights"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} is True or False, got {getattr(self, flag)!r}")
         if self.quantized_weights and self.stage != 3:
             raise ConfigError("quantized_weights applies to ZeRO stage 3 (its parameter gathers), not stage "
                               f"{self.stage}")
